@@ -1,0 +1,29 @@
+# make setup | make test | make demo | make bench   (each creates .venv on first use)
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+FACENET := facenet-pytorch==2.6.0
+
+.PHONY: setup test demo bench clean-venv
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps $(FACENET)
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+demo: setup
+	$(PY) demo.py
+
+bench: setup
+	$(PY) benchmarks/mri_speed.py
+	$(PY) benchmarks/detect_speed.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,58 @@
+"""Shared fixtures: small face videos and broken files, generated at test time from shipped photos."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from utils.synthetic import face_frames, face_photo, make_broken_files, make_face_video, write_video
+
+VIDEO_W, VIDEO_H, VIDEO_FRAMES, VIDEO_FPS = 320, 240, 30, 10.0
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory):
+    return tmp_path_factory.mktemp("media")
+
+
+@pytest.fixture(scope="session")
+def face_video(media):
+    """30 frames, 320x240 at 10 fps: the astronaut's head gliding over a background."""
+    return make_face_video(media / "astronaut.mp4", "astronaut", VIDEO_W, VIDEO_H, VIDEO_FRAMES, VIDEO_FPS, seed=1)
+
+
+@pytest.fixture(scope="session")
+def face_video_placements():
+    """The (x, y, w, h) of the photo in each frame of `face_video` (same generator, same seed)."""
+    return [place for _, place in face_frames(face_photo("astronaut"), VIDEO_W, VIDEO_H, VIDEO_FRAMES, seed=1)]
+
+
+@pytest.fixture(scope="session")
+def broken_files(media, face_video):
+    return make_broken_files(media / "broken", face_video)
+
+
+@pytest.fixture(scope="session")
+def two_face_frame():
+    """A 480x320 RGB frame with a large Grace Hopper on the left and a smaller astronaut on the right."""
+    rng = np.random.default_rng(3)
+    frame = np.full((320, 480, 3), 90, np.uint8) + rng.integers(0, 20, (320, 480, 3), dtype=np.uint8)
+    import cv2
+
+    big = cv2.resize(face_photo("grace_hopper"), (230, 274), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(face_photo("astronaut"), (150, 164), interpolation=cv2.INTER_AREA)
+    frame[20:294, 10:240] = big
+    frame[100:264, 300:450] = small
+    return frame
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from utils.faces import FaceDetector
+
+    return FaceDetector(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def one_frame_video(media):
+    frame = next(face_frames(face_photo("grace_hopper"), 160, 120, 1))[0]
+    return write_video(media / "one_frame.mp4", [frame], fps=25)

@@ -1,0 +1,106 @@
+"""utils/video.py on generated videos: frames read at the right indices and colours, broken files named."""
+import logging
+
+import numpy as np
+import pytest
+
+from utils.synthetic import face_frames, face_photo, make_face_video
+from utils.video import VideoError, VideoReader, list_videos, probe, sampled_frames
+
+from conftest import VIDEO_FPS, VIDEO_FRAMES, VIDEO_H, VIDEO_W
+
+
+def test_probe_reports_count_fps_and_size(face_video):
+    info = probe(face_video)
+    assert (info.frame_count, info.width, info.height) == (VIDEO_FRAMES, VIDEO_W, VIDEO_H)
+    assert info.fps == pytest.approx(VIDEO_FPS)
+    assert info.duration == pytest.approx(VIDEO_FRAMES / VIDEO_FPS)
+
+
+@pytest.mark.parametrize("step, expected", [(10, [0, 10, 20]), (7, [0, 7, 14, 21, 28]), (1, list(range(30)))])
+def test_every_kth_frame_is_yielded_with_its_stream_index(face_video, step, expected):
+    with VideoReader(face_video) as reader:
+        indices = [index for index, _ in reader.frames(step)]
+        assert reader.frames_read == VIDEO_FRAMES
+        assert not reader.truncated
+    assert indices == expected
+
+
+def test_frames_are_rgb_and_match_what_was_written(face_video):
+    written = [frame for frame, _ in face_frames(face_photo("astronaut"), VIDEO_W, VIDEO_H, VIDEO_FRAMES, seed=1)]
+    for index, frame in sampled_frames(face_video, 10):
+        assert frame.shape == (VIDEO_H, VIDEO_W, 3) and frame.dtype == np.uint8
+        error = np.abs(frame.astype(int) - written[index]).mean()
+        swapped = np.abs(frame[..., ::-1].astype(int) - written[index]).mean()
+        assert error < 6, f"frame {index} differs from the written frame by {error:.1f} on average"
+        assert swapped > 2 * error  # channel order really is RGB
+
+
+def test_max_frames_stops_early_without_calling_it_truncation(face_video):
+    with VideoReader(face_video) as reader:
+        assert [i for i, _ in reader.frames(step=2, max_frames=3)] == [0, 2, 4]
+        assert not reader.truncated
+
+
+def test_a_reader_is_iterated_once(face_video):
+    with VideoReader(face_video) as reader:
+        list(reader.frames(10))
+        with pytest.raises(RuntimeError, match="open the video again"):
+            list(reader.frames(10))
+
+
+def test_one_frame_video(one_frame_video):
+    assert [i for i, _ in sampled_frames(one_frame_video, 10)] == [0]
+    assert probe(one_frame_video).frame_count == 1
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("empty", "file is empty"),
+    ("truncated", "cannot be decoded (truncated or corrupt video file)"),
+    ("text", "not a video file (unrecognised format)"),
+])
+def test_broken_files_raise_one_line_naming_the_file(broken_files, name, reason):
+    path = broken_files[name]
+    with pytest.raises(VideoError) as info:
+        probe(path)
+    assert str(info.value) == f"{path}: {reason}"
+
+
+def test_missing_file_and_folder_are_named(tmp_path):
+    with pytest.raises(VideoError, match=f"^{tmp_path / 'gone.mp4'}: file not found$"):
+        VideoReader(tmp_path / "gone.mp4")
+    with pytest.raises(VideoError, match="is a folder, not a video file"):
+        VideoReader(tmp_path)
+
+
+def test_stream_cut_in_the_middle_is_marked_truncated(tmp_path, caplog):
+    # AVI keeps its frames readable up to the cut, unlike mp4 whose index sits at the end.
+    from utils.synthetic import write_video
+
+    frames = [frame for frame, _ in face_frames(face_photo("grace_hopper"), 160, 120, 40, seed=2)]
+    whole = write_video(tmp_path / "whole.avi", frames, fps=10)
+    cut = tmp_path / "cut.avi"
+    data = whole.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with caplog.at_level(logging.WARNING), VideoReader(cut) as reader:
+        indices = [i for i, _ in reader.frames(1)]
+        assert reader.truncated
+    assert 0 < len(indices) < 40
+    assert indices == list(range(len(indices)))
+    assert "truncated, decoding stopped at frame" in caplog.text
+
+
+def test_list_videos_is_sorted_by_extension_and_skips_partial_files(tmp_path, face_video):
+    for name in ["b.MP4", "a.avi", "notes.txt", ".c.partial.mp4", "labels.csv"]:
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.mp4").write_bytes(b"x")
+    assert [p.name for p in list_videos(tmp_path)] == ["a.avi", "b.MP4"]
+    assert [p.name for p in list_videos(tmp_path, recursive=True)] == ["a.avi", "b.MP4", "d.mp4"]
+    assert [p.name for p in list_videos(tmp_path, extensions=[".avi"])] == ["a.avi"]
+
+
+def test_written_video_is_atomic(tmp_path):
+    path = make_face_video(tmp_path / "v.mp4", n_frames=3, width=96, height=96)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
+    assert probe(path).frame_count == 3

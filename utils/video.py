@@ -1,0 +1,150 @@
+"""Video input: open a file robustly and read every k-th frame without holding the video in memory.
+
+All decoding in the project goes through VideoReader; frames come out as RGB uint8 arrays.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+# FFmpeg and OpenCV print their own complaints about broken files on stderr; we report them ourselves.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+import cv2  # noqa: E402
+
+if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+import numpy as np  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
+_CONTAINER_MAGIC = (b"ftyp", b"RIFF", b"\x1aE\xdf\xa3", b"moov", b"mdat", b"free")
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; the message names the file and the reason in one line."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: Path
+    frame_count: int  # as reported by the container; may be approximate for some formats
+    fps: float
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        return self.frame_count / self.fps if self.fps > 0 else 0.0
+
+
+def _looks_like_container(path: Path) -> bool:
+    with path.open("rb") as handle:
+        head = handle.read(12)
+    return any(magic in head for magic in _CONTAINER_MAGIC)
+
+
+class VideoReader:
+    """An open video. Use as a context manager; iterate sampled frames with `frames(step)`.
+
+    Raises VideoError on open for a missing, empty, unreadable, truncated or frameless file.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise VideoError(f"{self.path}: file not found")
+        if self.path.is_dir():
+            raise VideoError(f"{self.path}: is a folder, not a video file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path}: file is empty")
+        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG)
+        if not self._capture.isOpened():
+            self._capture.release()
+            if _looks_like_container(self.path):
+                raise VideoError(f"{self.path}: cannot be decoded (truncated or corrupt video file)")
+            raise VideoError(f"{self.path}: not a video file (unrecognised format)")
+        width = int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(self._capture.get(cv2.CAP_PROP_FPS) or 0.0)
+        count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        if width <= 0 or height <= 0:
+            self.close()
+            raise VideoError(f"{self.path}: no video stream (no frame size reported)")
+        self.info = VideoInfo(self.path, max(count, 0), fps if fps > 0 else 0.0, width, height)
+        self.frames_read = 0  # frames decoded so far (including the ones skipped without conversion)
+        self.truncated = False
+        self._used = False
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._capture.release()
+
+    def frames(self, step: int = 1, max_frames: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield (frame_index, RGB frame) for frames 0, step, 2*step, ...; skipped frames are grabbed, not converted.
+
+        Frame indices are positions in the stream, so a frame that fails to convert does not shift the
+        ones after it. Decoding that stops before the container's frame count marks the video
+        `truncated` (a warning is logged). A video that yields no frame at all raises VideoError.
+        One pass per reader: open a new VideoReader to read again.
+        """
+        if step < 1:
+            raise ValueError("step must be >= 1")
+        if self._used:
+            raise RuntimeError("VideoReader.frames() can be iterated once; open the video again")
+        self._used = True
+        yielded = 0
+        index = -1
+        while max_frames is None or yielded < max_frames:
+            if not self._capture.grab():
+                break
+            index += 1
+            self.frames_read = index + 1
+            if index % step:
+                continue
+            ok, bgr = self._capture.retrieve()
+            if not ok or bgr is None:
+                log.warning("%s: frame %d could not be decoded; skipped", self.path, index)
+                continue
+            yielded += 1
+            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        if self.frames_read == 0:
+            raise VideoError(f"{self.path}: no frame could be decoded")
+        stopped_early = max_frames is None or yielded < max_frames
+        if stopped_early and self.frames_read < self.info.frame_count - 1:
+            self.truncated = True
+            log.warning("%s: truncated, decoding stopped at frame %d of %d", self.path, self.frames_read,
+                        self.info.frame_count)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Frame count, fps and size of a video, after checking that its first frame decodes."""
+    with VideoReader(path) as reader:
+        for _ in reader.frames(step=1, max_frames=1):
+            pass
+        return reader.info
+
+
+def sampled_frames(path: str | Path, step: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Shorthand: open `path` and yield (frame_index, RGB frame) for every `step`-th frame."""
+    with VideoReader(path) as reader:
+        yield from reader.frames(step)
+
+
+def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS,
+                recursive: bool = False) -> list[Path]:
+    """Video files in `folder` by extension (case-insensitive), sorted by path so every run agrees."""
+    folder = Path(folder)
+    wanted = {ext.lower() for ext in extensions}
+    pattern = "**/*" if recursive else "*"
+    return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in wanted
+                  and not p.name.startswith("."))
