@@ -21,7 +21,7 @@ def test_help_runs(script):
 
 
 @pytest.mark.parametrize("args, issue", [
-    (["data_preprocess.py", "--crop_faces"], "#4"),
+    (["data_preprocess.py", "--gen_dfdc_mri"], "#4"),
     (["train_MRI_GAN.py", "--train_from_scratch"], "#5"),
     (["deep_fake_detect.py", "--train_from_scratch"], "#6"),
     (["demo.py"], "#8"),

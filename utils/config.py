@@ -61,6 +61,7 @@ SCHEMA: dict[str, Spec] = {
     "assets": PATH,
     # data sets (inputs, read-only)
     "data_path.dfdc.train": PATH,
+    "data_path.dfdc.train_source": _choice("augmented", "original"),
     "data_path.dfdc.valid": PATH,
     "data_path.dfdc.test": PATH,
     "data_path.dfdc.train_labels_csv_filename": STR,
@@ -86,6 +87,7 @@ SCHEMA: dict[str, Spec] = {
     "features.dfdc.crop_faces.test": PATH,
     "features.dfdc.mri_metadata_csv": STR,
     "features.dfdc.mri_path": PATH,
+    "features.dfdc.mri_faces_path": PATH,
     "features.dfdc.train_mrip2p_faces": PATH,
     "features.dfdc.valid_mrip2p_faces": PATH,
     "features.dfdc.test_mrip2p_faces": PATH,
@@ -96,6 +98,7 @@ SCHEMA: dict[str, Spec] = {
     "features.celeb_df_v2.crop_faces.train": PATH,
     "features.celeb_df_v2.mri_metadata_csv": STR,
     "features.celeb_df_v2.mri_path": PATH,
+    "features.celeb_df_v2.mri_faces_path": PATH,
     "features.fdf.json_filename": PATH,
     "features.fdf.crops_path": PATH,
     "features.ffhq.json_filename": PATH,
@@ -164,6 +167,7 @@ SCHEMA: dict[str, Spec] = {
     "runtime.device": _choice("auto", "cpu", "cuda"),
     "runtime.seed": _int(0),
     "runtime.workers": _int(0),
+    "runtime.loader_workers": _int(0),
     # frames and faces (new)
     "faces.frame_step": _int(1),
     "faces.detector_thresholds": _list("float", 0.0, 1.0),
@@ -176,6 +180,8 @@ SCHEMA: dict[str, Spec] = {
     # MRI targets (new)
     "mri.size": _int(16),
     "mri.aligned_pairs": BOOL,
+    "mri.dfdc_fraction": UNIT,
+    "mri.test_split": _float(0.0, 0.9),
 }
 
 

@@ -4,6 +4,7 @@ Used by the tests (and later the demo): small face videos with smooth motion, an
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,12 @@ _HEAD_REGIONS = {
     "astronaut": (120, 20, 330, 250),
     "grace_hopper": (110, 50, 420, 420),
 }
+# The face (MTCNN's box, rounded) inside each head region above.
+_FACE_BOXES = {
+    "astronaut": (59, 44, 146, 152),
+    "grace_hopper": (65, 62, 243, 284),
+}
+PEOPLE = tuple(_HEAD_REGIONS)
 
 
 def face_photo(name: str) -> np.ndarray:
@@ -109,3 +116,132 @@ def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, P
     files["truncated"].write_bytes(data[: len(data) // 2])
     files["text"].write_text("this is not a video\n" * 20, encoding="utf-8")
     return files
+
+
+def swapped_photo(target: str, source: str, seed: int = 0) -> np.ndarray:
+    """`target`'s head photo with `source`'s face blended into its face box: a crude, static face swap.
+
+    The pasted face gets a soft elliptical mask, a slight colour shift and blur, so the seams and texture
+    differ from the real photo the way a face-swap's do.
+    """
+    rng = np.random.default_rng(seed)
+    photo = face_photo(target).astype(np.float32)
+    x1, y1, x2, y2 = _FACE_BOXES[target]
+    sx1, sy1, sx2, sy2 = _FACE_BOXES[source]
+    face = face_photo(source)[sy1:sy2, sx1:sx2]
+    face = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA).astype(np.float32)
+    face = cv2.GaussianBlur(face, (0, 0), 0.8) * rng.uniform(0.9, 1.1, size=3)
+    mask = np.zeros((y2 - y1, x2 - x1), np.float32)
+    w, h = x2 - x1, y2 - y1
+    cv2.ellipse(mask, (w // 2, h // 2), (int(0.42 * w), int(0.46 * h)), 0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, 0.06 * w))[..., None]
+    photo[y1:y2, x1:x2] = mask * face + (1 - mask) * photo[y1:y2, x1:x2]
+    return np.clip(photo, 0, 255).astype(np.uint8)
+
+
+def _video_name(rng: np.random.Generator, taken: set) -> str:
+    while True:
+        name = "".join(rng.choice(list("abcdefghijklmnopqrstuvwxyz"), size=10)) + ".mp4"
+        if name not in taken:
+            taken.add(name)
+            return name
+
+
+def _person_video(path: Path, photo: np.ndarray, size: tuple[int, int], n_frames: int, fps: float, seed: int) -> Path:
+    frames = (frame for frame, _ in face_frames(photo, size[0], size[1], n_frames, seed))
+    return write_video(path, frames, fps)
+
+
+def make_dfdc_dataset(root: str | Path, videos_per_split: int = 2, n_frames: int = 20, size=(320, 240),
+                      fps: float = 10.0, seed: int = 0) -> dict:
+    """A DFDC-format data set: train/dfdc_train_part_0 with metadata.json, valid/data and test/data with labels.csv.
+
+    Each split has `videos_per_split` real videos (people alternate) and one fake per real: the same video
+    (same motion, background and lighting) with the other person's face swapped in. Returns the paths.
+    """
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    taken: set = set()
+    layout = {"train": root / "train" / "dfdc_train_part_0", "valid": root / "valid" / "data",
+              "test": root / "test" / "data"}
+    for split_index, (split, folder) in enumerate(layout.items()):
+        records, labels = {}, []
+        for i in range(videos_per_split):
+            person, other = PEOPLE[i % 2], PEOPLE[(i + 1) % 2]
+            clip_seed = seed * 1000 + split_index * 100 + i
+            real, fake = _video_name(rng, taken), _video_name(rng, taken)
+            _person_video(folder / real, face_photo(person), size, n_frames, fps, clip_seed)
+            _person_video(folder / fake, swapped_photo(person, other, clip_seed), size, n_frames, fps, clip_seed)
+            records[real] = {"label": "REAL", "split": "train", "original": None}
+            records[fake] = {"label": "FAKE", "split": "train", "original": real}
+            labels += [(real, 0), (fake, 1)]
+        if split == "train":
+            (folder / "metadata.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
+        else:
+            (folder / "labels.csv").write_text("filename,label\n" + "".join(f"{n},{l}\n" for n, l in labels),
+                                               encoding="utf-8")
+    return {"train": root / "train", "valid": layout["valid"], "test": layout["test"]}
+
+
+def make_celeb_df(root: str | Path, n_frames: int = 12, size=(240, 180), fps: float = 10.0, seed: int = 0) -> dict:
+    """Celeb-DF-v2 naming: Celeb-real/id<A>_<NNNN>.mp4 and Celeb-synthesis/id<A>_id<B>_<NNNN>.mp4."""
+    root = Path(root)
+    real_dir, fake_dir = root / "Celeb-real", root / "Celeb-synthesis"
+    for a, person in enumerate(PEOPLE):
+        b = (a + 1) % len(PEOPLE)
+        clip_seed = seed * 1000 + 500 + a
+        _person_video(real_dir / f"id{a}_0000.mp4", face_photo(person), size, n_frames, fps, clip_seed)
+        _person_video(fake_dir / f"id{a}_id{b}_0000.mp4", swapped_photo(person, PEOPLE[b], clip_seed), size,
+                      n_frames, fps, clip_seed)
+    return {"real": real_dir, "fake": fake_dir}
+
+
+def make_image_folder(folder: str | Path, n_images: int = 3, size: int = 128, seed: int = 0) -> Path:
+    """FDF/FFHQ-style real face images: head photos, lightly varied, size x size PNGs."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        photo = face_photo(PEOPLE[i % len(PEOPLE)])
+        image = cv2.resize(photo, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32)
+        image = np.clip(image * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
+        cv2.imwrite(str(folder / f"{i:05d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+def dataset_config(data_root: str | Path, out_root: str | Path) -> dict:
+    """A config overlay pointing every data set key at `data_root` and every output at `out_root`.
+
+    Matches the layout written by make_dfdc_dataset (data_root/dfdc), make_celeb_df (data_root/celeb)
+    and make_image_folder (data_root/fdf, data_root/ffhq). Paths are absolute.
+    """
+    d, o = Path(data_root).resolve(), Path(out_root).resolve()
+    feats = o / "features"
+    return {
+        "assets": str(o / "assets"),
+        "data_path": {
+            "dfdc": {"train": str(d / "dfdc/train"), "valid": str(d / "dfdc/valid/data"),
+                     "test": str(d / "dfdc/test/data"), "train_source": "original",
+                     "data_augmentation": {"output_path": str(o / "dfdc_train_aug")}},
+            "celeb_df_v2": {"real": str(d / "celeb/Celeb-real"), "fake": str(d / "celeb/Celeb-synthesis")},
+            "fdf": {"data_path": str(d / "fdf")},
+            "ffhq": {"data_path": str(d / "ffhq")},
+        },
+        "features": {
+            "dfdc": {
+                "landmarks_path": {s: str(feats / "dfdc/landmarks" / s) for s in ("train", "valid", "test")},
+                "crop_faces": {s: str(feats / "dfdc/crop_faces" / s) for s in ("train", "valid", "test")},
+                "mri_path": str(feats / "dfdc/mri"), "mri_faces_path": str(feats / "dfdc/mri_faces"),
+                **{f"{s}_mrip2p_faces": str(feats / "dfdc/mri_to_detect" / s) for s in ("train", "valid", "test")},
+            },
+            "celeb_df_v2": {
+                "landmarks_path": {"train": str(feats / "celeb/landmarks")},
+                "crop_faces": {"train": str(feats / "celeb/crop_faces")},
+                "mri_path": str(feats / "celeb/mri"), "mri_faces_path": str(feats / "celeb/mri_faces"),
+            },
+            "fdf": {"json_filename": str(feats / "fdf/fdf.json"), "crops_path": str(feats / "fdf/crops")},
+            "ffhq": {"json_filename": str(feats / "ffhq/ffhq.json"), "crops_path": str(feats / "ffhq/crops")},
+            "blank_png": str(Path(__file__).resolve().parent.parent / "assets" / "blank.png"),
+        },
+        "logging": {"root_log_dir": str(o / "logs")},
+    }

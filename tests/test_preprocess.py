@@ -1,0 +1,248 @@
+"""data_preprocess.py on a generated DFDC/Celeb-DF/FDF/FFHQ data set: outputs, resume, shards, read-only inputs."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from utils.config import PROJECT_ROOT, load_config
+from utils.synthetic import (dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder, write_video,
+                             background)
+
+STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (hidden partial files included, so leftovers show)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def make_data(root: Path, videos_per_split=2, n_frames=20, extras=True) -> Path:
+    make_dfdc_dataset(root / "dfdc", videos_per_split=videos_per_split, n_frames=n_frames, seed=5)
+    if extras:
+        make_celeb_df(root / "celeb", seed=5)
+        make_image_folder(root / "fdf", 3, 128, seed=1)
+        make_image_folder(root / "ffhq", 2, 256, seed=2)
+    return root
+
+
+def write_config(data: Path, out: Path, **sections) -> Path:
+    overlay = dataset_config(data, out)
+    for key, value in sections.items():
+        overlay.setdefault(key, {}).update(value)
+    path = out / "config.yml"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(overlay))
+    return path
+
+
+def preprocess(config: Path, *args, check=True, timeout=600):
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(config),
+                             "--workers", "1", *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Every step once on the generated data; input hashes taken before and after."""
+    root = tmp_path_factory.mktemp("pre")
+    data = make_data(root / "data")
+    before = tree_hashes(data)
+    config = write_config(data, root / "out")
+    result = preprocess(config, *STEPS)
+    return {"data": data, "out": root / "out", "config": config, "before": before, "result": result,
+            "cfg": load_config(config)}
+
+
+def test_inputs_are_untouched(pipeline):
+    assert tree_hashes(pipeline["data"]) == pipeline["before"]
+
+
+def test_landmarks_json_has_every_sampled_frame(pipeline):
+    landmarks = pipeline["out"] / "features/dfdc/landmarks/train"
+    files = sorted(landmarks.glob("*.json"))
+    assert len(files) == 4
+    record = json.loads(files[0].read_text())
+    assert sorted(record, key=int) == ["0", "10"]  # 20 frames, every 10th
+    boxes, points = record["0"]
+    assert len(boxes) == 1 and len(boxes[0]) == 4 and len(points[0]) == 5
+
+
+def test_crops_are_named_and_sized_like_the_original(pipeline):
+    crops = pipeline["out"] / "features/dfdc/crop_faces/valid"
+    videos = sorted(p for p in crops.iterdir())
+    assert len(videos) == 4
+    for video in videos:
+        names = sorted(p.name for p in video.iterdir())
+        assert names == ["0_0.png", "10_0.png"]
+        landmarks = json.loads((pipeline["out"] / "features/dfdc/landmarks/valid" / f"{video.name}.json").read_text())
+        x1, y1, x2, y2 = (int(v) for v in landmarks["0"][0][0])
+        image = cv2.imread(str(video / "0_0.png"))
+        pad_w, pad_h = int(0.1 * (x2 - x1)), int(0.1 * (y2 - y1))
+        assert image.shape[1] == min(x2 + pad_w, 320) - max(x1 - pad_w, 0)
+        assert image.shape[0] == min(y2 + pad_h, 240) - max(y1 - pad_h, 0)
+    assert sorted(p.name for p in (pipeline["out"] / "features/fdf/crops").iterdir()) == \
+        ["00000_0.png", "00001_0.png", "00002_0.png"]
+
+
+def test_mri_targets_light_up_for_fakes_and_reals_get_the_blank(pipeline):
+    cfg = pipeline["cfg"]
+    pairs = pd.read_csv(cfg.asset("features.dfdc.mri_metadata_csv"))
+    assert {"real_image", "fake_image", "mri_image", "real_video", "fake_video"} <= set(pairs.columns)
+    assert len(pairs) == 4  # 2 fakes x 2 sampled frames
+    for row in pairs.itertuples():
+        real, fake, mri = (cv2.imread(p) for p in (row.real_image, row.fake_image, row.mri_image))
+        assert real.shape == fake.shape  # the same box cut both frames
+        assert mri.shape == (256, 256, 3)
+        assert mri.mean() > 10  # the swapped face shows
+        assert Path(row.real_image).parent.name == row.real_video
+        assert Path(row.mri_image).parent.name == row.fake_video == Path(row.fake_image).parent.name
+    reals = pd.concat([pd.read_csv(cfg.asset(f"features.mri_dataset_real_{s}_csv")) for s in ("train", "test")])
+    fakes = pd.concat([pd.read_csv(cfg.asset(f"features.mri_dataset_fake_{s}_csv")) for s in ("train", "test")])
+    assert list(reals.columns[:3]) == ["face_image", "mri_image", "class"]
+    assert set(reals["class"]) == {"real"} and set(fakes["class"]) == {"fake"}
+    assert not cv2.imread(reals["mri_image"].iloc[0]).any()  # the target of a real face is black
+    assert reals["face_image"].str.contains("/fdf/crops/").any() and reals["face_image"].str.contains("/ffhq/").any()
+
+
+def test_split_is_by_video_group_and_keeps_pairs_together(pipeline):
+    cfg = pipeline["cfg"]
+    tables = {(kind, split): pd.read_csv(cfg.asset(f"features.mri_dataset_{kind}_{split}_csv"))
+              for kind in ("real", "fake") for split in ("train", "test")}
+    train_groups = set(tables["real", "train"]["group"]) | set(tables["fake", "train"]["group"])
+    test_groups = set(tables["real", "test"]["group"]) | set(tables["fake", "test"]["group"])
+    assert train_groups and test_groups and not train_groups & test_groups
+    assert len(tables["fake", "test"]) > 0 and len(tables["fake", "train"]) > 0
+    for kind in ("real", "fake"):
+        train_videos = set(tables[kind, "train"]["video_id"])
+        assert not train_videos & set(tables[kind, "test"]["video_id"])
+
+
+def test_frame_label_csvs_keep_the_original_columns(pipeline):
+    cfg = pipeline["cfg"]
+    frames = pd.read_csv(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename"))
+    assert list(frames.columns) == ["video_id", "frame", "label"]
+    assert len(frames) == 8 and set(frames["label"]) == {0, 1}
+    videos = pd.read_csv(str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename")).replace(".csv", "_videos.csv"))
+    assert list(videos.columns) == ["video_id", "label", "n_faces", "status"]
+    assert (videos["n_faces"] == 2).all()
+
+
+def test_re_running_skips_finished_work_and_changes_nothing(pipeline, tmp_path):
+    features = pipeline["out"] / "features"
+    before = tree_hashes(features)
+    result = preprocess(pipeline["config"], *STEPS)
+    assert "0 done" in result.stdout and "already done" in result.stdout
+    assert tree_hashes(features) == before
+
+
+def test_bad_videos_are_logged_and_the_step_goes_on(tmp_path):
+    data = make_data(tmp_path / "data", extras=False)
+    valid = data / "dfdc/valid/data"
+    (valid / "broken.mp4").write_text("not a video")
+    rng = np.random.default_rng(0)
+    write_video(valid / "noface.mp4", [background(160, 120, rng) for _ in range(12)])
+    labels = valid / "labels.csv"
+    labels.write_text(labels.read_text() + "broken.mp4,1\nnoface.mp4,0\n")
+    config = write_config(data, tmp_path / "out")
+    result = preprocess(config, "--extract_landmarks", "--crop_faces", "--gen_deepfake_metadata")
+    assert "landmarks dfdc_valid: 6 items: 5 done, 0 already done, 1 failed" in result.stdout
+    runs = sorted((tmp_path / "out/logs").iterdir())
+    failures = pd.read_csv(runs[-1] / "preprocess" / "extract_landmarks_dfdc_valid_failures.csv")
+    reasons = dict(zip(failures["item"].map(lambda p: Path(p).name), failures["reason"]))
+    assert "not a video file" in reasons["broken.mp4"]
+    assert reasons["noface.mp4"] == "no face in any sampled frame"
+    cfg = load_config(config)
+    videos = pd.read_csv(str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename")).replace(".csv", "_videos.csv"))
+    status = dict(zip(videos["video_id"], videos["status"]))
+    assert status["noface"] == "no_face" and status["broken"] == "not_processed"
+
+
+def test_missing_inputs_name_the_config_key(tmp_path):
+    config = write_config(tmp_path / "nothing", tmp_path / "out")
+    result = preprocess(config, "--extract_landmarks", check=False)
+    assert result.returncode == 2
+    assert "config key 'data_path.dfdc.train'" in result.stderr
+    result = preprocess(config, "--crop_faces", "--datasets", "celeb_df_v2", check=False)
+    assert result.returncode == 2 and "data_path.celeb_df_v2.real" in result.stderr
+
+
+def test_shards_and_workers_give_the_same_files_as_one_run(tmp_path):
+    data = make_data(tmp_path / "data", extras=False)
+    steps = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset"]
+    single = write_config(data, tmp_path / "single")
+    preprocess(single, *steps)
+    sharded = write_config(data, tmp_path / "sharded")
+    for shard in ("1/2", "2/2"):
+        preprocess(sharded, *steps, "--shard", shard)
+    pooled = write_config(data, tmp_path / "pooled")
+    subprocess.run([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(pooled), *steps,
+                    "--workers", "2"], check=True, capture_output=True, timeout=600)
+    reference = tree_hashes(tmp_path / "single/features")
+    assert len(reference) > 20
+    assert tree_hashes(tmp_path / "sharded/features") == reference
+    assert tree_hashes(tmp_path / "pooled/features") == reference
+
+
+def test_killed_run_resumes_to_the_same_files(tmp_path):
+    data = make_data(tmp_path / "data", videos_per_split=4, n_frames=30, extras=False)
+    steps = ["--extract_landmarks", "--crop_faces"]
+    reference_config = write_config(data, tmp_path / "reference")
+    preprocess(reference_config, *steps)
+    config = write_config(data, tmp_path / "killed")
+    landmarks = tmp_path / "killed/features/dfdc/landmarks/train"
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(config),
+                                "--workers", "1", *steps], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (landmarks.is_dir() and any(landmarks.glob("*.json"))):
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    partial = tree_hashes(tmp_path / "killed/features")
+    reference = tree_hashes(tmp_path / "reference/features")
+    assert 0 < len(partial) < len(reference)  # it really stopped half-way
+    preprocess(config, *steps)
+    assert tree_hashes(tmp_path / "killed/features") == reference
+
+
+def test_augmentation_writes_a_separate_seeded_copy(tmp_path):
+    data = make_data(tmp_path / "data", videos_per_split=6, n_frames=12, extras=False)
+    before = tree_hashes(data)
+    config = write_config(data, tmp_path / "out", data_path={
+        "dfdc": {**dataset_config(data, tmp_path / "out")["data_path"]["dfdc"], "train_source": "augmented"}})
+    sample = next((data / "dfdc/valid/data").glob("*.mp4"))
+    result = preprocess(config, "--apply_aug_to_sample", "--sample_video", str(sample), "--gen_aug_plan",
+                        "--apply_aug_to_all", "--extract_landmarks", "--datasets", "dfdc")
+    assert tree_hashes(data) == before
+    cfg = load_config(config)
+    plan = json.loads(cfg.asset("data_path.dfdc.data_augmentation.plan_pkl_filename").read_text())
+    assert plan["population"] == 12 and len(plan["entries"]) == 2  # S = int(0.3 * 12) = 3 -> groups of 1 and 1
+    augmented_root = cfg.path("data_path.dfdc.data_augmentation.output_path") / "dfdc_train_part_0"
+    videos = sorted(augmented_root.glob("*.mp4"))
+    assert len(videos) == 12 and (augmented_root / "metadata.json").is_file()
+    planned = {Path(e["video"]).name for e in plan["entries"]}
+    assert {v.name for v in videos if not v.is_symlink()} == planned
+    records = sorted((cfg.path("assets") / "aug_metadata").glob("*.json"))
+    assert len(records) == 2
+    landmarks = cfg.path("features.dfdc.landmarks_path.train")
+    assert len(list(landmarks.glob("*.json"))) == 12  # the landmark step read the augmented copy
+    assert len(list((cfg.path("assets") / "sample_augmentation").glob("*.mp4"))) == 19
+    # the plan is seeded: drawing it again gives the same JSON
+    first = cfg.asset("data_path.dfdc.data_augmentation.plan_pkl_filename").read_text()
+    preprocess(config, "--gen_aug_plan", "--datasets", "dfdc")
+    assert cfg.asset("data_path.dfdc.data_augmentation.plan_pkl_filename").read_text() == first
+    assert "augment: 12 items" in result.stdout
