@@ -22,8 +22,7 @@ demo: setup
 	$(PY) demo.py
 
 bench: setup
-	$(PY) benchmarks/mri_speed.py
-	$(PY) benchmarks/detect_speed.py
+	$(PY) benchmarks/run_all.py
 
 clean-venv:
 	rm -rf $(VENV)

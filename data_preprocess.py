@@ -7,7 +7,7 @@ import json
 import logging
 
 from utils import preprocess
-from utils.cli import config_from_args, make_parser, not_implemented, run
+from utils.cli import config_from_args, make_parser, run
 from utils.jobs import parse_shard
 from utils.runtime import choose_device, log_to_file, new_run_dir, seed_everything
 
@@ -22,7 +22,6 @@ STEPS = (
     ("gen_dfdc_mri", "predict MRIs of the DFDC face crops with the trained generator"),
     ("gen_deepfake_metadata", "frame label CSVs for the classifier (plain crops and MRIs)"),
 )
-NOT_BUILT = {"gen_dfdc_mri"}
 STEP_FUNCTIONS = {
     "apply_aug_to_sample": lambda cfg, datasets, options, args: [preprocess.apply_aug_to_sample(cfg, args.sample_video)],
     "gen_aug_plan": lambda cfg, datasets, options, args: [preprocess.gen_aug_plan(cfg)],
@@ -30,13 +29,13 @@ STEP_FUNCTIONS = {
     "extract_landmarks": lambda cfg, datasets, options, args: preprocess.extract_landmarks(cfg, datasets, options),
     "crop_faces": lambda cfg, datasets, options, args: preprocess.crop_faces(cfg, datasets, options),
     "gen_mri_dataset": lambda cfg, datasets, options, args: preprocess.gen_mri_dataset(cfg, datasets, options),
+    "gen_dfdc_mri": lambda cfg, datasets, options, args: preprocess.gen_dfdc_mri(cfg, options),
     "gen_deepfake_metadata": lambda cfg, datasets, options, args: preprocess.gen_deepfake_metadata(cfg, options),
 }
 
 
 def build_parser():
-    parser = make_parser(__doc__, epilog="Not implemented yet (issue #4): " + ", ".join(
-        f"--{flag}" for flag, _ in STEPS if flag in NOT_BUILT))
+    parser = make_parser(__doc__)
     steps = parser.add_argument_group("steps")
     for flag, text in STEPS:
         steps.add_argument(f"--{flag}", action="store_true", help=text)
@@ -57,9 +56,6 @@ def main():
     chosen = [flag for flag, _ in STEPS if getattr(args, flag)]
     if not chosen:
         parser.error("choose at least one step flag (see --help)")
-    for flag in chosen:
-        if flag in NOT_BUILT:
-            raise not_implemented(f"data_preprocess.py --{flag}", "#4")
     cfg = config_from_args(args)
     shard = parse_shard(args.shard)
     seed_everything(cfg["runtime.seed"])

@@ -2,26 +2,45 @@
 
 Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
 """
+import csv
+import sys
 from pathlib import Path
 
-from utils.cli import config_from_args, make_parser, not_implemented, run
-from utils.video import probe
+from tqdm import tqdm
+
+from utils.cli import NoFaceError, config_from_args, make_parser, run
+from utils.config import ConfigError
+from utils.fileio import write_json
+from utils.detect import METHODS, Detector, VideoResult
+from utils.runtime import choose_device, seed_everything
+from utils.video import VideoError, list_videos, probe
+
+CSV_COLUMNS = ["path", "verdict", "probability", "n_faces", "status", "error"]
 
 
 def build_parser():
-    parser = make_parser(__doc__, epilog="Not implemented yet (issue #7): the detection itself. "
-                         "Input files are already checked (exit code 2 for unreadable video).")
+    parser = make_parser(__doc__, epilog="Exit codes: 0 verdict given, 2 bad input (unreadable video, missing "
+                         "weights, bad flags), 3 no face found in any sampled frame.")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input_videofile", metavar="PATH", help="the video to classify")
-    source.add_argument("--input_dir", metavar="DIR", help="classify every video in this folder (CSV output)")
-    parser.add_argument("--method", choices=("plain_frames", "MRI"), help="what the classifier looks at")
+    source.add_argument("--input_dir", metavar="DIR",
+                        help="classify every video under this folder (recursively); one CSV row each on stdout")
+    parser.add_argument("--method", choices=METHODS, help="what the classifier looks at")
     parser.add_argument("--output_json", metavar="PATH", help="write the verdict and per-face evidence as JSON")
-    parser.add_argument("--save_mri", metavar="DIR", help="save the MRIs of the sampled faces and a montage")
+    parser.add_argument("--save_mri", metavar="DIR", help="save the MRIs of the sampled faces and montage.png")
     parser.add_argument("--fake_threshold", type=float, metavar="P", help="a face is fake when p > P")
     parser.add_argument("--fake_fraction", type=float, metavar="F",
                         help="a video is fake when at least this fraction of its faces are fake")
     parser.add_argument("--weights_dir", metavar="DIR", help="folder of exported weights (default assets/weights)")
+    parser.add_argument("--original_mri_rendering", action="store_true",
+                        help="render MRIs as the original did (tanh output clamped at 0): for its released "
+                             "MRI classifier, which was trained on such images")
     return parser
+
+
+def check_unit(name: str, value):
+    if value is not None and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
 
 
 def main():
@@ -29,12 +48,51 @@ def main():
     args = parser.parse_args()
     if not (args.input_videofile or args.input_dir) or not args.method:
         parser.error("give --input_videofile PATH (or --input_dir DIR) and --method")
-    config_from_args(args)
+    check_unit("fake_threshold", args.fake_threshold)
+    check_unit("fake_fraction", args.fake_fraction)
+    cfg = config_from_args(args)
+    seed_everything(cfg["runtime.seed"])
+    if args.input_dir and not Path(args.input_dir).is_dir():
+        raise ConfigError(f"input folder not found ({args.input_dir})")
     if args.input_videofile:
-        probe(args.input_videofile)  # unreadable input: one line, exit 2
-    elif not Path(args.input_dir).is_dir():
-        parser.error(f"input folder not found ({args.input_dir})")
-    raise not_implemented("deepfake detection in the app", "#7")
+        probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
+    detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
+                        Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
+                        args.fake_fraction, need_generator=bool(args.save_mri),
+                        original_mri_rendering=args.original_mri_rendering)
+    report = {"method": args.method, "thresholds": detector.thresholds, "models": detector.models}
+    if args.input_videofile:
+        result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None)
+        write_report(args.output_json, report | result.to_dict())
+        if result.status == "no_face":
+            raise NoFaceError(f"no face found in any sampled frame of {args.input_videofile}")
+        thresholds = detector.thresholds
+        print(f"{result.verdict_line()}  [{args.method}: {result.n_fake} of {result.n_faces} faces fake; "
+              f"fake_threshold {thresholds['fake_threshold']}, fake_fraction {thresholds['fake_fraction']} "
+              f"({thresholds['fake_threshold_source']})]")
+        return 0
+    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
+    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS)
+    writer.writeheader()
+    results = []
+    for video in tqdm(videos, desc="videos", unit="video", file=sys.stderr, disable=None):
+        save = Path(args.save_mri) / video.stem if args.save_mri else None
+        try:
+            result = detector.classify(video, save)
+        except (VideoError, OSError) as exc:  # one bad file never stops the batch
+            result = VideoResult(str(video), status="error", error=str(exc))
+        results.append(result.to_dict())
+        writer.writerow({"path": str(video), "verdict": result.verdict or "", "probability": result.probability
+                         if result.probability is not None else "", "n_faces": result.n_faces,
+                         "status": result.status, "error": result.error})
+        sys.stdout.flush()
+    write_report(args.output_json, report | {"videos": results})
+    return 0
+
+
+def write_report(path: str | None, data: dict) -> None:
+    if path:
+        write_json(path, data)
 
 
 if __name__ == "__main__":

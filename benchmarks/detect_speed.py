@@ -5,7 +5,6 @@ Writes benchmarks/results/detect_speed.json. Usage: python benchmarks/detect_spe
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import finish  # noqa: E402
 
 from utils.faces import FaceDetector  # noqa: E402
 from utils.synthetic import background, face_photo  # noqa: E402
@@ -52,11 +53,7 @@ def main() -> int:
         rows.append({"detect_max_side": side, "ms_per_frame": round(seconds * 1e3, 1), "faces": len(faces),
                      "max_box_shift_px_vs_full_resolution": None if shift is None else round(shift, 1)})
     result = {"benchmark": "detect_speed", "frame": "1920x1080", "repeats": args.repeats, "results": rows}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0
+    return finish(result, args.output)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Usage: python benchmarks/mri_speed.py [--pairs 40] [--repeats 3] [--output PATH]
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -16,6 +15,8 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from common import finish  # noqa: E402
 
 from utils.mri import compute_mri, compute_mri_reference  # noqa: E402
 from utils.synthetic import face_photo  # noqa: E402
@@ -78,11 +79,7 @@ def main() -> int:
         "machine": {"platform": platform.platform(), "python": platform.python_version(),
                     "opencv_threads": cv2.getNumThreads(), "cpu_count": __import__("os").cpu_count()},
     }
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0 if result["passed"] else 1
+    return finish(result, args.output)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Usage: python benchmarks/preprocess_speed.py [--videos 8] [--frames 100] [--widt
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import finish  # noqa: E402
 
 from utils.synthetic import dataset_config, make_dfdc_dataset  # noqa: E402
 
@@ -58,11 +59,7 @@ def main() -> int:
               "workers_1": results[1], "workers_2": results[2], "speedup": round(speedup, 2),
               "target_speedup": TARGET_SPEEDUP, "passed": speedup >= TARGET_SPEEDUP,
               "note": "wall time of the whole command, including process start-up and model loading"}
-    output = Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return 0 if result["passed"] else 1
+    return finish(result, args.output)
 
 
 if __name__ == "__main__":

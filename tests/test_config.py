@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import DEFAULT_CONFIG, PROJECT_ROOT, SCHEMA, ConfigError, load_config, parse_override
+from utils.config import DEFAULT_CONFIG, PROJECT_ROOT, SCHEMA, ConfigError, load_config
 
 
 def test_default_config_holds_every_schema_key_and_no_other():

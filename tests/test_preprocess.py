@@ -246,3 +246,31 @@ def test_augmentation_writes_a_separate_seeded_copy(tmp_path):
     preprocess(config, "--gen_aug_plan", "--datasets", "dfdc")
     assert cfg.asset("data_path.dfdc.data_augmentation.plan_pkl_filename").read_text() == first
     assert "augment: 12 items" in result.stdout
+
+
+def test_gen_dfdc_mri_predicts_one_mri_per_crop(pipeline):
+    import torch
+
+    from models.mri_gan import Generator, init_weights
+
+    cfg = pipeline["cfg"]
+    torch.manual_seed(0)
+    generator = Generator(ngf=8)
+    generator.apply(init_weights)
+    weights = cfg.asset("MRI_GAN.weights")
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"generator_state_dict": generator.state_dict()}, weights)
+    preprocess(pipeline["config"], "--gen_dfdc_mri", "--gen_deepfake_metadata")
+    for split in ("train", "valid", "test"):
+        crops = cfg.path(f"features.dfdc.crop_faces.{split}")
+        mris = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
+        for video in crops.iterdir():
+            names = sorted(p.name for p in video.iterdir())
+            assert sorted(p.name for p in (mris / video.name).iterdir()) == names
+            images = [cv2.imread(str(mris / video.name / n)) for n in names]
+            assert all(i.shape == (256, 256, 3) for i in images)
+            assert not np.array_equal(images[0], images[1])  # each crop's own MRI (original bug 1)
+        plain = pd.read_csv(cfg.asset(f"data_path.dfdc.{split}_frame_labels_csv_filename"))
+        mri = pd.read_csv(cfg.asset(f"features.dfdc.{split}_mriframe_label"))
+        assert plain.equals(mri)
+    assert tree_hashes(pipeline["data"]) == pipeline["before"]

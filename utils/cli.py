@@ -14,14 +14,10 @@ from utils.config import Config, ConfigError, load_config
 from utils.video import VideoError
 
 EXIT_OK = 0
-EXIT_FAILURE = 1  # a step failed or is not implemented yet
+EXIT_FAILURE = 1  # a step failed
 EXIT_BAD_INPUT = 2  # bad configuration, flags or input file
 EXIT_NO_FACE = 3  # the video holds no detectable face
 EXIT_INTERRUPTED = 130
-
-
-class NotImplementedStep(RuntimeError):
-    """A flag whose step is not built yet; the message says which issue will build it."""
 
 
 class NoFaceError(RuntimeError):
@@ -61,16 +57,9 @@ def run(main: Callable[[], int | None]) -> None:
     except NoFaceError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         code = EXIT_NO_FACE
-    except NotImplementedStep as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        code = EXIT_FAILURE
     except KeyboardInterrupt:
         print(f"{prog}: interrupted; finished outputs are kept, re-run the same command to resume",
               file=sys.stderr)
         code = EXIT_INTERRUPTED
     sys.exit(EXIT_OK if code is None else code)
 
-
-def not_implemented(what: str, issue: str) -> NotImplementedStep:
-    """The error for a flag whose step is not built yet (said plainly, never pretended)."""
-    return NotImplementedStep(f"{what} is not implemented yet (tracked in issue {issue}); nothing was done")

@@ -145,6 +145,7 @@ SCHEMA: dict[str, Spec] = {
     "deep_fake.training.model_params.opt_level": STR,
     "deep_fake.training.model_params.dataset": _choice("plain", "mri"),
     "deep_fake.training.model_params.encoder_weights": Spec("weights", choices=("imagenet", "none")),
+    "deep_fake.training.model_params.chkpt_freq": _int(1),
     "deep_fake.evaluation.fake_threshold": UNIT,
     "deep_fake.evaluation.fake_fraction": UNIT,
     "deep_fake.evaluation.grid_fake_threshold": _list("float", 0.0, 1.0),

@@ -17,7 +17,7 @@ import pandas as pd
 
 from utils import jobs
 from utils.config import Config, ConfigError
-from utils.datasets import (DfdcVideo, celeb_df_mapping, dfdc_pairs, dfdc_train_videos, image_files,
+from utils.datasets import (celeb_df_mapping, dfdc_pairs, dfdc_train_videos, image_files,
                             read_split_labels)
 from utils.faces import FaceDetector, crop_face, crop_name, faces_from_entry, landmarks_entry
 from utils.fileio import read_rgb, write_csv, write_json, write_png
@@ -590,6 +590,54 @@ def write_mri_dataset_csvs(cfg: Config, groups: list[PairGroup], aligned: bool, 
         write_csv(cfg.asset(f"features.mri_dataset_{kind}_test_csv"), table[is_test])
     log.info("MRI data set: %d real and %d fake rows, %d of %d groups in test", len(reals), len(fakes),
              len(test_groups), len(set(reals["group"]) | set(fakes["group"])))
+
+
+# ---------------------------------------------------------------------------------------------------
+# --gen_dfdc_mri
+
+
+def init_generator(weights: str, device: str) -> None:
+    from utils.mri_gan_infer import load_generator
+
+    jobs.worker_state()["generator"] = load_generator(weights, device)
+    jobs.worker_state()["device"] = device
+
+
+def dfdc_mri_job(item) -> jobs.Outcome:
+    """The generator's MRI of every face crop of one video, same file names; the folder appears when complete."""
+    from utils.mri_gan_infer import predict_mris
+
+    crop_dir, out_dir, batch_size = Path(item[0]), Path(item[1]), item[2]
+    if out_dir.is_dir():
+        return jobs.Outcome(jobs.SKIPPED)
+    names = sorted(p.name for p in crop_dir.glob("*.png"))
+    state = jobs.worker_state()
+    # Each batch holds its own crops (the original reused the first 8 crops of the video for every batch).
+    mris = predict_mris(state["generator"], [read_rgb(crop_dir / name) for name in names], state["device"], batch_size)
+    _write_folder(out_dir, dict(zip(names, mris)))
+    return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
+
+
+def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
+    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split."""
+    weights = cfg.asset("MRI_GAN.weights")
+    if not weights.is_file():
+        raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
+                          "checkpoint_best_G.chkpt there (README, step 2)")
+    summaries = []
+    for split in SPLITS:
+        crops = cfg.path(f"features.dfdc.crop_faces.{split}")
+        if not crops.is_dir():
+            log.warning("MRIs for DFDC %s skipped: %s not found (run --crop_faces first)", split, crops)
+            continue
+        out = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
+        folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
+        items = [(str(folder), str(out / folder.name), 8) for folder in folders]
+        summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
+                                        key=lambda it: it[0], workers=options.workers, init=init_generator,
+                                        init_args=(str(weights), options.device),
+                                        failures_csv=options.failures_csv(f"gen_dfdc_mri_{split}")))
+    return summaries
 
 
 # ---------------------------------------------------------------------------------------------------

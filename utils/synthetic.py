@@ -15,12 +15,13 @@ _HEAD_REGIONS = {
     "astronaut": (120, 20, 330, 250),
     "grace_hopper": (110, 50, 420, 420),
 }
-# The face (MTCNN's box, rounded) inside each head region above.
-_FACE_BOXES = {
-    "astronaut": (59, 44, 146, 152),
-    "grace_hopper": (65, 62, 243, 284),
+# MTCNN's five landmarks (eyes, nose, mouth corners; x, y) in each head region above, rounded.
+_LANDMARKS = {
+    "astronaut": [(84.6, 81.7), (127.9, 84.8), (105.7, 109.6), (82.4, 120.3), (125.6, 122.7)],
+    "grace_hopper": [(110.4, 140.7), (199.6, 136.5), (160.1, 188.4), (121.7, 229.6), (195.6, 225.3)],
 }
 PEOPLE = tuple(_HEAD_REGIONS)
+SPLITS = ("train", "valid", "test")
 
 
 def face_photo(name: str) -> np.ndarray:
@@ -119,24 +120,27 @@ def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, P
 
 
 def swapped_photo(target: str, source: str, seed: int = 0) -> np.ndarray:
-    """`target`'s head photo with `source`'s face blended into its face box: a crude, static face swap.
+    """`target`'s head photo with `source`'s face swapped in, the way a face-swap pipeline blends one.
 
-    The pasted face gets a soft elliptical mask, a slight colour shift and blur, so the seams and texture
-    differ from the real photo the way a face-swap's do.
+    The source photo is aligned on the five landmarks (a similarity transform from its landmarks to the
+    target's), warped, given a slight colour shift and blur, and blended in through a soft ellipse around
+    the target's inner face (the self-blended-images recipe), so seams and texture differ from a real face.
     """
     rng = np.random.default_rng(seed)
     photo = face_photo(target).astype(np.float32)
-    x1, y1, x2, y2 = _FACE_BOXES[target]
-    sx1, sy1, sx2, sy2 = _FACE_BOXES[source]
-    face = face_photo(source)[sy1:sy2, sx1:sx2]
-    face = cv2.resize(face, (x2 - x1, y2 - y1), interpolation=cv2.INTER_AREA).astype(np.float32)
-    face = cv2.GaussianBlur(face, (0, 0), 0.8) * rng.uniform(0.9, 1.1, size=3)
-    mask = np.zeros((y2 - y1, x2 - x1), np.float32)
-    w, h = x2 - x1, y2 - y1
-    cv2.ellipse(mask, (w // 2, h // 2), (int(0.42 * w), int(0.46 * h)), 0, 0, 360, 1.0, -1)
-    mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, 0.06 * w))[..., None]
-    photo[y1:y2, x1:x2] = mask * face + (1 - mask) * photo[y1:y2, x1:x2]
-    return np.clip(photo, 0, 255).astype(np.uint8)
+    height, width = photo.shape[:2]
+    points = np.array(_LANDMARKS[target], np.float32)
+    matrix, _ = cv2.estimateAffinePartial2D(np.array(_LANDMARKS[source], np.float32), points, method=cv2.LMEDS)
+    face = cv2.warpAffine(face_photo(source), matrix, (width, height), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT).astype(np.float32)
+    face = cv2.GaussianBlur(face, (0, 0), rng.uniform(0.6, 1.0)) * rng.uniform(0.9, 1.1, size=3)
+    eye_distance = float(np.linalg.norm(points[1] - points[0]))
+    centre = points.mean(axis=0) + (0.0, 0.1 * eye_distance)
+    mask = np.zeros((height, width), np.float32)
+    cv2.ellipse(mask, (int(centre[0]), int(centre[1])), (int(0.85 * eye_distance), int(1.1 * eye_distance)),
+                0, 0, 360, 1.0, -1)
+    mask = cv2.GaussianBlur(mask, (0, 0), max(2.0, 0.12 * eye_distance))[..., None]
+    return np.clip(mask * face + (1 - mask) * photo, 0, 255).astype(np.uint8)
 
 
 def _video_name(rng: np.random.Generator, taken: set) -> str:
@@ -152,13 +156,15 @@ def _person_video(path: Path, photo: np.ndarray, size: tuple[int, int], n_frames
     return write_video(path, frames, fps)
 
 
-def make_dfdc_dataset(root: str | Path, videos_per_split: int = 2, n_frames: int = 20, size=(320, 240),
-                      fps: float = 10.0, seed: int = 0) -> dict:
+def make_dfdc_dataset(root: str | Path, videos_per_split: int | dict[str, int] = 2, n_frames: int = 20,
+                      size=(320, 240), fps: float = 10.0, seed: int = 0) -> dict:
     """A DFDC-format data set: train/dfdc_train_part_0 with metadata.json, valid/data and test/data with labels.csv.
 
-    Each split has `videos_per_split` real videos (people alternate) and one fake per real: the same video
-    (same motion, background and lighting) with the other person's face swapped in. Returns the paths.
+    Each split has `videos_per_split` real videos (an int, or a count per split name; people alternate) and
+    one fake per real: the same video (same motion, background and lighting) with the other person's face
+    swapped in. Returns the paths.
     """
+    counts = videos_per_split if isinstance(videos_per_split, dict) else dict.fromkeys(SPLITS, videos_per_split)
     root = Path(root)
     rng = np.random.default_rng(seed)
     taken: set = set()
@@ -166,7 +172,7 @@ def make_dfdc_dataset(root: str | Path, videos_per_split: int = 2, n_frames: int
               "test": root / "test" / "data"}
     for split_index, (split, folder) in enumerate(layout.items()):
         records, labels = {}, []
-        for i in range(videos_per_split):
+        for i in range(counts[split]):
             person, other = PEOPLE[i % 2], PEOPLE[(i + 1) % 2]
             clip_seed = seed * 1000 + split_index * 100 + i
             real, fake = _video_name(rng, taken), _video_name(rng, taken)

@@ -1,0 +1,155 @@
+"""detect_deepfake_app.py with small random-weight models saved as checkpoints: verdicts, JSON, folders, errors."""
+import csv
+import io
+import json
+import re
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from utils.config import PROJECT_ROOT, load_config
+from utils.detect import Detector
+from utils.synthetic import background, write_video
+
+from conftest import VIDEO_H, VIDEO_W
+
+VERDICT = re.compile(r"^The video is (REAL|DEEP-FAKE), probability=\d+(\.\d+)?%  \[(plain_frames|MRI): "
+                     r"\d+ of \d+ faces fake; fake_threshold [\d.]+, fake_fraction [\d.]+ \(.+\)\]$")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """Random-weight classifiers for both methods (the second with exported thresholds) and a narrow generator."""
+    from models.classifier import DeepFakeClassifier
+    from models.mri_gan import Generator, init_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    state = DeepFakeClassifier().state_dict()
+    params = {"encoder_name": "tf_efficientnet_b0_ns"}
+    torch.save({"model_state_dict": state, "model_params": params}, folder / "deepfake_plain_frames_weights.chkpt")
+    torch.save({"model_state_dict": state, "model_params": params,
+                "thresholds": {"fake_threshold": 0.7, "fake_fraction": 0.3}}, folder / "deepfake_MRI_weights.chkpt")
+    generator = Generator(ngf=8)
+    generator.apply(init_weights)
+    torch.save({"generator_state_dict": generator.state_dict()}, folder / "MRI_GAN_weights.chkpt")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def mri_detector(weights):
+    return Detector(load_config(), "MRI", torch.device("cpu"), weights)
+
+
+def app(*args):
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "detect_deepfake_app.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("method", ["plain_frames", "MRI"])
+def test_verdict_line_and_json(weights, face_video, tmp_path, method):
+    report = tmp_path / "report.json"
+    result = app("--input_videofile", face_video, "--method", method, "--weights_dir", weights,
+                 "--output_json", report)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1 and VERDICT.match(lines[0]), lines
+    data = json.loads(report.read_text())
+    assert data["method"] == method and data["status"] == "ok"
+    assert data["verdict"] in ("fake", "real") and 0 <= data["probability"] <= 1
+    assert set(data["models"]) == ({"classifier", "generator"} if method == "MRI" else {"classifier"})
+    assert all(len(m["sha256"]) == 64 for m in data["models"].values())
+    assert {"faces_s", "classify_s", "total_s"} <= set(data["timings"])
+    assert [f["frame"] for f in data["faces"]] == [0, 10, 20]  # every 10th of 30 frames, one face each
+    for face in data["faces"]:
+        x1, y1, x2, y2 = face["box"]
+        assert 0 <= x1 < x2 <= VIDEO_W and 0 <= y1 < y2 <= VIDEO_H
+        assert face["timestamp"] == pytest.approx(face["frame"] / 10.0)
+        assert len(face["landmarks"]) == 5 and 0 <= face["fake_probability"] <= 1
+    if method == "MRI":  # thresholds exported with the classifier win over the config
+        assert data["thresholds"]["fake_threshold"] == 0.7
+        assert data["thresholds"]["fake_threshold_source"].startswith("validation-tuned")
+    else:
+        assert data["thresholds"]["fake_threshold_source"] == "config"
+
+
+def test_verdict_follows_the_shared_video_rule(mri_detector, face_video):
+    result = mri_detector.classify(face_video)
+    probs = np.array([f.fake_probability for f in result.faces])
+    n_fake = int((probs > 0.7).sum())
+    assert result.n_fake == n_fake
+    assert result.verdict == ("fake" if n_fake >= 0.3 * len(probs) else "real")
+    if result.verdict == "fake":
+        assert result.probability == round(float(probs[probs > 0.7].mean()), 4)
+        assert result.verdict_line().startswith("The video is DEEP-FAKE, probability=")
+    else:
+        assert result.probability == round(1 - float(probs[probs <= 0.7].mean()), 4)
+
+
+def test_command_line_thresholds_override(weights, face_video):
+    result = app("--input_videofile", face_video, "--method", "plain_frames", "--weights_dir", weights,
+                 "--fake_threshold", "0.999", "--fake_fraction", "0.5")
+    assert result.returncode == 0
+    assert result.stdout.startswith("The video is REAL")
+    assert "fake_threshold 0.999, fake_fraction 0.5 (command line)" in result.stdout
+
+
+def test_save_mri_writes_each_mri_and_a_montage(mri_detector, face_video, tmp_path):
+    result = mri_detector.classify(face_video, save_mri=tmp_path / "mri")
+    names = sorted(p.name for p in (tmp_path / "mri").iterdir())
+    assert names == ["0_0.png", "10_0.png", "20_0.png", "montage.png"]
+    montage = cv2.imread(str(tmp_path / "mri" / "montage.png"))
+    assert montage.shape == (256, 128 * result.n_faces, 3)
+    assert cv2.imread(str(tmp_path / "mri" / "0_0.png")).shape == (256, 256, 3)
+
+
+def test_folder_mode_scores_every_video_and_survives_broken_files(weights, face_video, broken_files, tmp_path):
+    folder = tmp_path / "videos"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "a.mp4").write_bytes(face_video.read_bytes())
+    (folder / "nested" / "broken.mp4").write_bytes(broken_files["truncated"].read_bytes())
+    (folder / "notes.txt").write_text("not a video, not listed")
+    report = tmp_path / "all.json"
+    result = app("--input_dir", folder, "--method", "plain_frames", "--weights_dir", weights, "--output_json", report)
+    assert result.returncode == 0, result.stderr
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert [r["path"].rsplit("/", 1)[-1] for r in rows] == ["a.mp4", "broken.mp4"]
+    assert rows[0]["status"] == "ok" and rows[0]["verdict"] in ("fake", "real") and rows[0]["n_faces"] == "3"
+    assert rows[1]["status"] == "error" and "truncated or corrupt" in rows[1]["error"]
+    assert len(json.loads(report.read_text())["videos"]) == 2
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["empty", "truncated", "text"])
+def test_broken_inputs_exit_2_in_one_line(weights, broken_files, name):
+    result = app("--input_videofile", broken_files[name], "--method", "MRI", "--weights_dir", weights)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_no_face_exits_3_with_status_in_json(weights, tmp_path):
+    rng = np.random.default_rng(0)
+    video = write_video(tmp_path / "empty_room.mp4", [background(160, 120, rng) for _ in range(12)])
+    report = tmp_path / "r.json"
+    result = app("--input_videofile", video, "--method", "plain_frames", "--weights_dir", weights,
+                 "--output_json", report)
+    assert result.returncode == 3
+    assert result.stderr.strip() == f"detect_deepfake_app.py: no face found in any sampled frame of {video}"
+    data = json.loads(report.read_text())
+    assert data["status"] == "no_face" and data["verdict"] is None and data["faces"] == []
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--weights_dir", "{tmp}/nowhere"], "deepfake_MRI_weights.chkpt: weights not found; train and export them "
+                                         "with deep_fake_detect.py --train_from_scratch --export (dataset mri)"),
+    (["--fake_threshold", "1.5"], "--fake_threshold must be between 0 and 1"),
+])
+def test_bad_settings_exit_2(face_video, tmp_path, args, message):
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    result = app("--input_videofile", face_video, "--method", "MRI", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr

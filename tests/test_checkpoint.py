@@ -1,0 +1,115 @@
+"""utils/checkpoint.py: safe loading (weights_only) of our checkpoints and the original project's, and one-line
+errors for missing, foreign, truncated, malicious or mismatched files."""
+from __future__ import annotations
+
+import os
+import pathlib
+
+import pytest
+import torch
+
+from models.mri_gan import Discriminator, Generator
+from utils.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from utils.config import ConfigError
+
+
+class RunsAShellCommand:
+    """Unpickling this object calls os.system: what a malicious checkpoint does."""
+
+    def __init__(self, marker: pathlib.Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return Generator(ngf=4), Discriminator(ndf=4)
+
+
+def original_style_checkpoint(path, generator, discriminator):
+    """The keys the original train_MRI_GAN.py saved, including its log folder stored as a pathlib path."""
+    optimizer = torch.optim.Adam(generator.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    torch.save({"epoch": 41, "log_dir": pathlib.PosixPath("/logs/20210101/MRI_GAN"),
+                "model_params": {"batch_size": 128, "lr": 0.0002, "tau": 0.3, "log_dir": "/logs/20210101"},
+                "generator_state_dict": generator.state_dict(),
+                "discriminator_state_dict": discriminator.state_dict(),
+                "optimizer_G_state_dict": optimizer.state_dict()}, path)
+    return path
+
+
+def test_missing_file_is_a_one_line_config_error_naming_it(tmp_path):
+    with pytest.raises(CheckpointError, match="absent.chkpt: checkpoint file not found") as error:
+        read_checkpoint(tmp_path / "absent.chkpt")
+    assert isinstance(error.value, ConfigError) and isinstance(error.value, ValueError)
+
+
+@pytest.mark.parametrize("content", [b"", b"hello, this is text\n", b"this is not a torch file",
+                                     b"PK\x03\x04 truncated zip"])
+def test_non_checkpoint_files_are_refused_in_one_line(tmp_path, content):
+    path = tmp_path / "notes.chkpt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match="notes.chkpt: not a PyTorch checkpoint") as error:
+        read_checkpoint(path)
+    assert "\n" not in str(error.value)
+
+
+def test_truncated_checkpoint_is_refused(tmp_path, nets):
+    path = original_style_checkpoint(tmp_path / "full.chkpt", *nets)
+    cut = tmp_path / "cut.chkpt"
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="cut.chkpt: not a PyTorch checkpoint"):
+        read_checkpoint(cut)
+
+
+def test_malicious_pickle_is_refused_without_running_its_code(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.chkpt"
+    torch.save({"generator_state_dict": {}, "payload": RunsAShellCommand(marker)}, path)
+    with pytest.raises(CheckpointError, match=r"evil.chkpt: refused to load.*(posix|os)\.system.*malicious"):
+        read_checkpoint(path)
+    assert not marker.exists()
+
+
+def test_original_checkpoint_with_path_objects_loads_generator_and_discriminator(tmp_path, nets):
+    generator, discriminator = nets
+    path = original_style_checkpoint(tmp_path / "checkpoint_best_G.chkpt", generator, discriminator)
+    fresh_g, fresh_d = Generator(ngf=4), Discriminator(ndf=4)
+    checkpoint = load_checkpoint(path, fresh_g, key="generator_state_dict")
+    load_checkpoint(path, fresh_d, key="discriminator_state_dict")
+    assert checkpoint["epoch"] == 41 and checkpoint["model_params"]["tau"] == 0.3
+    assert str(checkpoint["log_dir"]) == "/logs/20210101/MRI_GAN"
+    assert torch.equal(fresh_g.final[2].bias, generator.final[2].bias)
+    assert torch.equal(fresh_d.model[12].weight, discriminator.model[12].weight)
+
+
+def test_key_is_found_when_only_one_known_key_is_present(tmp_path, nets):
+    path = tmp_path / "classifier_like.chkpt"
+    torch.save({"model_state_dict": nets[1].state_dict(), "epoch": 3}, path)
+    load_checkpoint(path, Discriminator(ndf=4))
+
+
+def test_bare_state_dict_loads_and_two_candidate_keys_must_be_named(tmp_path, nets):
+    bare = tmp_path / "bare.pt"
+    torch.save(nets[0].state_dict(), bare)
+    load_checkpoint(bare, Generator(ngf=4))
+    both = original_style_checkpoint(tmp_path / "both.chkpt", *nets)
+    with pytest.raises(CheckpointError, match="cannot tell which weights.*name the key"):
+        load_checkpoint(both, Generator(ngf=4))
+
+
+def test_weights_of_another_width_give_a_one_line_shape_error(tmp_path, nets):
+    path = original_style_checkpoint(tmp_path / "narrow.chkpt", *nets)
+    with pytest.raises(CheckpointError, match=r"narrow.chkpt: weights do not fit Generator: 'down1.model.0.weight' "
+                                              r"has shape \(4, 3, 4, 4\).*expects \(8, 3, 4, 4\)"):
+        load_checkpoint(path, Generator(ngf=8), key="generator_state_dict")
+
+
+def test_weights_of_another_model_list_missing_and_unexpected_keys(tmp_path, nets):
+    path = original_style_checkpoint(tmp_path / "gan.chkpt", *nets)
+    with pytest.raises(CheckpointError, match="weights do not fit Discriminator: .*missing.*unexpected"):
+        load_checkpoint(path, Discriminator(ndf=4), key="generator_state_dict")
+    with pytest.raises(CheckpointError, match="no state dict under 'model_state_dict'"):
+        load_checkpoint(path, Discriminator(ndf=4), key="model_state_dict")

@@ -1,0 +1,291 @@
+"""deep_fake_detect.py end to end on a tiny classifier data set: training, validation-tuned thresholds, test files,
+exact resume, --test_saved_model, --export for the app, and one-line errors. Random-init EfficientNet-B0, CPU."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from utils.checkpoint import read_checkpoint
+from utils.config import PROJECT_ROOT, load_config
+from utils.fileio import write_png
+from utils.mri import compute_mri
+from utils.synthetic import PEOPLE, face_photo, swapped_photo
+from utils.training import DistContext
+
+import deep_fake_detect
+from utils.classifier_training import train
+
+SIDE = 72  # image side on disk; the classifier resizes to 224
+FRAMES = {"train": 3, "valid": 2, "test": 2}  # face images per video with faces
+TINY = ["deep_fake.training.model_params.encoder_weights=none", "deep_fake.training.model_params.batch_size=4",
+        "deep_fake.training.model_params.epochs=2", "deep_fake.training.model_params.chkpt_freq=2",
+        "runtime.loader_workers=0", "runtime.device=cpu"]
+MRI_CSVS = {f"features.dfdc.{split}_mriframe_label": f"{split}_mriframe_labels.csv" for split in FRAMES}
+OUTPUTS = ("metrics.json", "video_predictions.csv", "frame_predictions.csv", "roc_frame.png", "roc_video.png")
+
+
+# --- a tiny data set, in the layout data_preprocess.py --gen_deepfake_metadata writes ------------------------
+
+
+def face_image(person: int, fake: bool, seed: int) -> np.ndarray:
+    """A face crop: the real person's photo, or the same photo with the other person's face swapped in."""
+    rng = np.random.default_rng(seed)
+    target, source = PEOPLE[person], PEOPLE[1 - person]
+    photo = swapped_photo(target, source, seed) if fake else face_photo(target)
+    image = cv2.resize(photo, (SIDE, SIDE), interpolation=cv2.INTER_AREA).astype(np.float32)
+    return np.clip(image * rng.uniform(0.9, 1.1), 0, 255).astype(np.uint8)
+
+
+def write_split(folder: Path, split: str, seed: int) -> None:
+    """Two real and two fake videos with faces, plus one fake video where no face was found. Plain crops go to
+    crops/<split>/<video>/<frame>.png, their MRIs (SSIM difference to the real face) to mri/<split>/..., and each
+    kind gets a frame-label CSV and a per-video CSV under assets/."""
+    frames, videos = [], []
+    for index in range(4):
+        fake, person = index % 2 == 1, (index // 2) % 2
+        video_id = f"{split}_{'fake' if fake else 'real'}_{index}"
+        for number in range(FRAMES[split]):
+            name, image_seed = f"{number * 10}_0.png", seed * 100 + index * 10 + number
+            image, real = face_image(person, fake, image_seed), face_image(person, False, image_seed)
+            write_png(folder / "crops" / split / video_id / name, image)
+            write_png(folder / "mri" / split / video_id / name, compute_mri(real, image))
+            frames.append((video_id, name, int(fake)))
+        videos.append((video_id, int(fake), FRAMES[split], "ok"))
+    videos.append((f"{split}_noface", 1, 0, "no_face"))
+    for kind, csv_name in (("plain", f"{split}_frame_labels"), ("mri", f"{split}_mriframe_labels")):
+        (folder / "crops" / split / f"{split}_noface").mkdir(parents=True, exist_ok=True)
+        (folder / "mri" / split / f"{split}_noface").mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(frames, columns=["video_id", "frame", "label"]).to_csv(folder / "assets" / f"{csv_name}.csv",
+                                                                            index=False)
+        pd.DataFrame(videos, columns=["video_id", "label", "n_faces", "status"]).to_csv(
+            folder / "assets" / f"{csv_name}_videos.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("classifier_data")
+    (folder / "assets").mkdir()
+    for seed, split in enumerate(FRAMES):
+        write_split(folder, split, seed)
+    return folder
+
+
+def settings(data: Path, logs: Path, *extra: str) -> list[str]:
+    paths = [f"assets={data / 'assets'}", f"logging.root_log_dir={logs}"]
+    for split in FRAMES:
+        paths += [f"features.dfdc.crop_faces.{split}={data / 'crops' / split}",
+                  f"features.dfdc.{split}_mrip2p_faces={data / 'mri' / split}"]
+    return [*paths, *TINY, *extra]
+
+
+def flags(data: Path, logs: Path, *extra: str) -> list[str]:
+    return [arg for setting in settings(data, logs, *extra) for arg in ("--set", setting)]
+
+
+def run_dirs(logs: Path) -> list[Path]:
+    return sorted(p for p in logs.glob("*/deep_fake") if p.is_dir())
+
+
+def load(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "deep_fake_detect.py"), *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def plain_run(data, tmp_path_factory) -> Path:
+    """--train_from_scratch on plain crops: 2 epochs of 3 steps, periodic checkpoint every 2 steps."""
+    logs = tmp_path_factory.mktemp("plain_logs")
+    assert deep_fake_detect.main(["--train_from_scratch", *flags(data, logs,
+                                                                 "deep_fake.training.model_params.dataset=plain")]) == 0
+    (run_dir,) = run_dirs(logs)
+    return run_dir
+
+
+# --- training and test outputs ---------------------------------------------------------------------------
+
+
+def test_run_folder_holds_logs_curves_and_checkpoints(plain_run):
+    for name in ("checkpoint.chkpt", "highest_acc.chkpt", "lowest_loss.chkpt", "train_steps.csv", "epochs.csv",
+                 "plots/train_steps.png", "plots/epochs.png", "validation/grid_search_epoch_002.csv",
+                 *(f"test/{output}" for output in OUTPUTS)):
+        assert (plain_run / name).is_file(), name
+    assert (plain_run.parent / "config.yml").is_file()
+    assert json.loads((plain_run.parent / "versions.json").read_text())["seed"] == 42
+    steps = pd.read_csv(plain_run / "train_steps.csv")
+    assert list(steps["step"]) == list(range(1, 7)) and set(steps["n"]) == {4}  # 12 faces, batch 4, 2 epochs
+    epochs = pd.read_csv(plain_run / "epochs.csv")
+    assert list(epochs["epoch"]) == [1, 2]
+    assert epochs[["train_loss", "valid_loss", "valid_accuracy", "valid_auc"]].notna().all().all()
+    assert not list(plain_run.rglob("*.pkl"))
+
+
+def test_checkpoint_holds_the_originals_keys_and_the_validation_thresholds(plain_run):
+    checkpoint = load(plain_run / "highest_acc.chkpt")
+    for key in ("model_state_dict", "optimizer_state_dict", "model_params", "log_dir", "epoch", "config", "rng"):
+        assert key in checkpoint, key
+    assert checkpoint["criterion"] == "BCEWithLogitsLoss" and checkpoint["log_dir"] == str(plain_run)
+    params = checkpoint["model_params"]
+    assert (params["encoder_name"], params["imsize"], params["dataset"]) == ("tf_efficientnet_b0_ns", 224, "plain")
+    epochs = pd.read_csv(plain_run / "epochs.csv")
+    best = epochs[epochs["highest_acc"] == 1].iloc[-1]  # the last strict improvement
+    assert checkpoint["thresholds"] == {name: best[name] for name in ("fake_threshold", "fake_fraction")}
+    assert checkpoint["best"]["valid_accuracy"] == pytest.approx(best["valid_accuracy"], abs=1e-6)
+
+
+def test_test_uses_the_validation_thresholds_and_counts_faceless_videos(plain_run):
+    metrics = json.loads((plain_run / "test" / "metrics.json").read_text())
+    tested = plain_run / "highest_acc.chkpt"
+    assert metrics["checkpoint"]["path"] == str(tested) and len(metrics["checkpoint"]["sha256"]) == 64
+    thresholds = load(tested)["thresholds"]
+    assert {k: metrics["thresholds"][k] for k in thresholds} == thresholds
+    assert "validation" in metrics["thresholds"]["source"] and "test" not in metrics["thresholds"]["source"]
+    assert not list((plain_run / "test").glob("*grid*"))  # nothing is tuned on the test split
+    frame, video = metrics["frame"], metrics["video"]
+    assert frame["n"] == 8 and video["n"] == 5 and video["no_face_videos"] == ["test_noface"]
+    for key in ("accuracy", "roc_auc", "f1", "log_loss", "average_precision", "eer"):
+        assert frame[key] is None or 0 <= frame[key] <= (np.inf if key == "log_loss" else 1), key
+    assert 0 <= video["accuracy"] <= 1 and video["fn"] >= 1  # the face-less fake is a miss
+
+    videos = pd.read_csv(plain_run / "test" / "video_predictions.csv", dtype={"video_id": str})
+    assert list(videos.columns[:6]) == ["video_id", "label", "n_faces", "fake_fraction", "mean_probability", "verdict"]
+    noface = videos.set_index("video_id").loc["test_noface"]
+    assert (noface["n_faces"], noface["verdict"], noface["status"]) == (0, 0, "no_face")
+    frames = pd.read_csv(plain_run / "test" / "frame_predictions.csv")
+    assert list(frames.columns) == ["video_id", "frame", "label", "probability"] and len(frames) == 8
+    assert frames["probability"].between(0, 1).all()
+
+
+def test_mri_run_trains_on_mri_images_then_exports_for_the_mri_method(data, tmp_path, capsys):
+    code = deep_fake_detect.main(["--train_from_scratch", "--export", *flags(
+        data, tmp_path, "deep_fake.training.model_params.dataset=mri", "deep_fake.training.model_params.epochs=1",
+        f"assets={tmp_path / 'assets'}", *(f"{key}={data / 'assets' / name}" for key, name in MRI_CSVS.items()))])
+    assert code == 0
+    (run_dir,) = run_dirs(tmp_path)
+    metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
+    assert metrics["dataset"] == "mri" and all((run_dir / "test" / name).is_file() for name in OUTPUTS)
+    assert load(run_dir / "highest_acc.chkpt")["model_params"]["dataset"] == "mri"
+    out = capsys.readouterr().out
+    assert "epoch 1/1:" in out and "thresholds: fake_threshold" in out and "\nvideo " in out
+    exported = read_checkpoint(tmp_path / "assets" / "weights" / "deepfake_MRI_weights.chkpt")
+    assert exported["thresholds"] == load(run_dir / "highest_acc.chkpt")["thresholds"]
+
+
+# --- resume, saved models, export ----------------------------------------------------------------------
+
+
+def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, tmp_path, plain_run):
+    cfg = load_config(None, settings(data, tmp_path, "deep_fake.training.model_params.dataset=plain"))
+    run_dir, best = train(cfg, DistContext(), max_steps=5)  # killed one step after the step-4 checkpoint
+    assert best is None
+    periodic = run_dir / "checkpoint.chkpt"
+    assert load(periodic)["global_step"] == 4 and len(pd.read_csv(run_dir / "train_steps.csv")) == 5
+
+    assert deep_fake_detect.main(["--train_resume", str(periodic)]) == 0
+    assert run_dirs(tmp_path) == [run_dir]  # continued in place
+    ours, reference = load(periodic), load(plain_run / "checkpoint.chkpt")
+    assert ours["global_step"] == reference["global_step"] == 6
+    for key, tensor in reference["model_state_dict"].items():
+        assert torch.allclose(ours["model_state_dict"][key].float(), tensor.float(), atol=1e-6, rtol=0), key
+    columns = ["train_loss", "valid_loss", "valid_accuracy", "fake_threshold", "fake_fraction"]
+    ours_epochs, reference_epochs = (pd.read_csv(p / "epochs.csv") for p in (run_dir, plain_run))
+    assert np.allclose(ours_epochs[columns], reference_epochs[columns], rtol=1e-4)
+    assert list(pd.read_csv(run_dir / "train_steps.csv")["step"]) == list(range(1, 7))
+    assert (run_dir / "test" / "metrics.json").is_file()
+
+
+def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data, tmp_path, plain_run):
+    best = plain_run / "lowest_loss.chkpt"
+    before = best.read_bytes()
+    assert deep_fake_detect.main(["--train_resume", str(best), "--set", "deep_fake.training.model_params.epochs=3",
+                                  "--set", f"logging.root_log_dir={tmp_path}"]) == 0
+    (run_dir,) = run_dirs(tmp_path)
+    assert best.read_bytes() == before
+    assert list(pd.read_csv(run_dir / "train_steps.csv")["step"]) == list(range(1, 10))  # history carried over
+    assert list(pd.read_csv(run_dir / "epochs.csv")["epoch"])[-1] == 3
+    tested = json.loads((run_dir / "test" / "metrics.json").read_text())["checkpoint"]["path"]
+    assert tested in (str(run_dir / "highest_acc.chkpt"), str(plain_run / "highest_acc.chkpt"))
+
+
+def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp_path, plain_run):
+    before = (plain_run / "test" / "metrics.json").read_text()
+    assert deep_fake_detect.main(["--test_saved_model", str(plain_run / "highest_acc.chkpt"),
+                                  *flags(data, tmp_path)]) == 0
+    (test_dir,) = tmp_path.glob("*/deep_fake/test")
+    assert (plain_run / "test" / "metrics.json").read_text() == before
+    ours, reference = (json.loads((d / "metrics.json").read_text()) for d in (test_dir, plain_run / "test"))
+    assert ours["dataset"] == "plain"  # from the checkpoint, although the config says mri
+    assert ours["thresholds"] == reference["thresholds"]
+    assert ours["frame"] == pytest.approx(reference["frame"])
+    assert ours["video"]["accuracy"] == reference["video"]["accuracy"]
+
+
+def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path, plain_run, capsys):
+    assets = tmp_path / "assets"
+    assert deep_fake_detect.main(["--export", str(plain_run / "highest_acc.chkpt"), "--set", f"assets={assets}"]) == 0
+    target = assets / "weights" / "deepfake_plain_frames_weights.chkpt"
+    assert str(target) in capsys.readouterr().out
+    exported = read_checkpoint(target)
+    assert "optimizer_state_dict" not in exported and "rng" not in exported
+    assert exported["thresholds"] == load(plain_run / "highest_acc.chkpt")["thresholds"]
+
+    from utils.detect import Detector
+
+    detector = Detector(load_config(None, [f"assets={assets}"]), "plain_frames", torch.device("cpu"))
+    assert detector.thresholds["fake_threshold"] == exported["thresholds"]["fake_threshold"]
+    assert detector.thresholds["fake_threshold_source"].startswith("validation-tuned")
+    state = load(plain_run / "highest_acc.chkpt")["model_state_dict"]
+    assert all(torch.equal(value, state[key]) for key, value in detector.classifier.state_dict().items())
+
+
+# --- errors ------------------------------------------------------------------------------------------------
+
+
+def one_line_error(result: subprocess.CompletedProcess, after_progress_bars: bool = False) -> str:
+    """The error line of a run that failed with exit code 2 and no traceback; stderr holds nothing else, except
+    the progress bars of a run that failed mid-training."""
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert "Traceback" not in result.stderr and lines[-1].startswith("deep_fake_detect.py: error: "), result.stderr
+    assert len(lines) == 1 or after_progress_bars, result.stderr
+    return lines[-1]
+
+
+def test_missing_frame_label_csv_names_the_config_key(data, tmp_path):
+    error = one_line_error(script("--train_from_scratch", *flags(data, tmp_path / "logs",
+                                                                 f"assets={tmp_path}",
+                                                                 "deep_fake.training.model_params.dataset=plain")))
+    assert "data_path.dfdc.train_frame_labels_csv_filename" in error and "--gen_deepfake_metadata" in error
+    assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
+
+
+@pytest.mark.parametrize("setting, expected", [
+    ("deep_fake.training.model_params.dataset=frames", "deep_fake.training.model_params.dataset"),
+    ("deep_fake.training.model_params.encoder_weights=/nowhere/b0.safetensors", "b0.safetensors"),
+])
+def test_bad_config_values_are_one_line_errors(data, tmp_path, setting, expected):
+    error = one_line_error(script("--train_from_scratch", *flags(data, tmp_path / "logs", setting)))
+    assert expected in error and not (tmp_path / "logs").exists()
+
+
+def test_unreadable_image_is_one_line_error_naming_it(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    broken = copy / "crops" / "train" / "train_real_0" / "10_0.png"
+    broken.write_bytes(b"not a png")
+    error = one_line_error(script("--train_from_scratch", *flags(copy, tmp_path / "logs",
+                                                                 "deep_fake.training.model_params.dataset=plain",
+                                                                 "runtime.loader_workers=1")), after_progress_bars=True)
+    assert str(broken) in error and "cannot read image" in error

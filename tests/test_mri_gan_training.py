@@ -1,0 +1,301 @@
+"""MRI-GAN training: the epoch data set, checkpoints and logs, exact resume, torchrun, the command line.
+Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real components throughout."""
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from utils.config import PROJECT_ROOT, ConfigError, load_config
+from utils.fileio import write_png
+from utils.mri import compute_mri
+from utils.mri_gan_data import MRIDataset, draw_epoch, load_split
+from utils.synthetic import face_photo
+from utils.training import DataFileError, DistContext, make_loader
+
+from train_MRI_GAN import train
+from utils.run_setup import config_for_resume
+
+TINY = ["MRI_GAN.model_params.ngf=8", "MRI_GAN.model_params.ndf=8", "MRI_GAN.model_params.batch_size=2",
+        "MRI_GAN.model_params.test_sample_size=4", "runtime.loader_workers=0", "runtime.device=cpu"]
+
+
+# --- a tiny MRI-GAN data set, written as data_preprocess.py --gen_mri_dataset would --------------------
+
+
+def jittered_crop(photo: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A face crop as a detector would give it: shifted box, varied size and lighting."""
+    h, w = photo.shape[:2]
+    x, y = rng.integers(0, w // 10), rng.integers(0, h // 10)
+    crop = photo[y:y + h - h // 10, x:x + w - w // 10]
+    side = int(rng.integers(120, 200))
+    crop = cv2.resize(crop, (side, int(side * crop.shape[0] / crop.shape[1])), interpolation=cv2.INTER_AREA)
+    return np.clip(crop.astype(np.float32) * rng.uniform(0.85, 1.15), 0, 255).astype(np.uint8)
+
+
+def paste_face(original: np.ndarray, donor: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A face swap stand-in: the donor's central face region blended into the original at a varying place
+    and size (so the MRI's bright region moves and only the seams tell where it is)."""
+    h, w = original.shape[:2]
+    size = rng.uniform(0.35, 0.55)
+    y1, x1 = (int(rng.uniform(0.5 - size / 2 - 0.12, 0.5 - size / 2 + 0.12) * n) for n in (h, w))
+    y2, x2 = y1 + int(size * h), x1 + int(size * w)
+    patch = cv2.resize(donor[int(0.25 * donor.shape[0]):int(0.75 * donor.shape[0]),
+                             int(0.25 * donor.shape[1]):int(0.75 * donor.shape[1])], (x2 - x1, y2 - y1))
+    mask = cv2.GaussianBlur(np.pad(np.ones((y2 - y1 - 8, x2 - x1 - 8), np.float32), 4), (0, 0), 3)[..., None]
+    fake = original.astype(np.float32)
+    fake[y1:y2, x1:x2] = mask * patch + (1 - mask) * fake[y1:y2, x1:x2]
+    return fake.astype(np.uint8)
+
+
+def make_mri_gan_dataset(folder: Path, n_train: int = 4, n_test: int = 2, seed: int = 0) -> Path:
+    """Write real crops, pasted-face fakes with their MRI targets and the four CSVs; return the assets folder."""
+    rng = np.random.default_rng(seed)
+    photos = [face_photo("astronaut"), face_photo("grace_hopper")]
+    assets = folder / "assets"
+    write_png(assets / "blank.png", np.zeros((224, 224, 3), np.uint8))
+    for split, count in (("train", n_train), ("test", n_test)):
+        reals, fakes = [], []
+        for i in range(count):
+            person = i % 2
+            real = jittered_crop(photos[person], rng)
+            fake = paste_face(real, jittered_crop(photos[1 - person], rng), rng)
+            paths = {name: folder / split / f"{name}_{i}.png" for name in ("real", "fake", "mri")}
+            write_png(paths["real"], jittered_crop(photos[person], rng))
+            write_png(paths["fake"], fake)
+            write_png(paths["mri"], compute_mri(real, fake))
+            reals.append({"face_image": paths["real"], "mri_image": assets / "blank.png", "class": "real",
+                          "video_id": f"r{i}"})
+            fakes.append({"face_image": paths["fake"], "mri_image": paths["mri"], "class": "fake",
+                          "video_id": f"f{i}"})
+        pd.DataFrame(reals).to_csv(assets / f"mri_real_{split}_dataset.csv", index=False)
+        pd.DataFrame(fakes).to_csv(assets / f"mri_fake_{split}_dataset.csv", index=False)
+    return assets
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_mri_gan_dataset(tmp_path_factory.mktemp("mri_gan_data"))
+
+
+def settings(assets: Path, logs: Path, *extra: str) -> list[str]:
+    return [f"assets={assets}", f"logging.root_log_dir={logs}", *TINY, *extra]
+
+
+def tiny_config(assets: Path, logs: Path, *extra: str):
+    return load_config(None, settings(assets, logs, *extra))
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_dirs(logs: Path) -> list[Path]:
+    return sorted(p for p in logs.glob("*/MRI_GAN") if p.is_dir())
+
+
+def weights_equal(a: dict, b: dict, atol: float = 1e-6) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
+
+
+def script(*args: str, cwd: Path = PROJECT_ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+# --- the data set -------------------------------------------------------------------------------
+
+
+def table(n: int, kind: str) -> pd.DataFrame:
+    return pd.DataFrame({"face_image": [f"/{kind}{i}.png" for i in range(n)],
+                         "mri_image": [f"/{kind}_mri{i}.png" for i in range(n)], "class": kind})
+
+
+def test_epoch_draws_frac_of_reals_and_as_many_fakes_shuffled():
+    epoch = draw_epoch(table(10, "real"), table(30, "fake"), frac=0.5, seed=1, epoch=0)
+    assert (epoch["class"] == "real").sum() == 5 and (epoch["class"] == "fake").sum() == 5
+    assert epoch["face_image"].is_unique
+    assert list(epoch["class"]) != sorted(epoch["class"])  # shuffled, not reals then fakes
+
+
+def test_epoch_draws_fakes_with_replacement_when_fewer_than_reals():
+    epoch = draw_epoch(table(6, "real"), table(2, "fake"), frac=1.0, seed=1, epoch=0)
+    assert (epoch["class"] == "fake").sum() == 6
+    assert set(epoch.loc[epoch["class"] == "fake", "face_image"]) <= {"/fake0.png", "/fake1.png"}
+
+
+def test_epoch_draw_is_seeded_and_differs_between_epochs():
+    reals, fakes = table(20, "real"), table(40, "fake")
+    first = draw_epoch(reals, fakes, 1.0, seed=3, epoch=0)
+    assert first.equals(draw_epoch(reals, fakes, 1.0, seed=3, epoch=0))
+    assert not first.equals(draw_epoch(reals, fakes, 1.0, seed=3, epoch=1))
+
+
+def test_split_csvs_are_read_with_extra_columns_ignored(data, tmp_path):
+    reals, fakes = load_split(tiny_config(data, tmp_path), "train")
+    assert list(reals.columns) == ["face_image", "mri_image", "class"] and len(reals) == len(fakes) == 4
+
+
+def test_missing_split_csv_is_a_config_error_naming_the_key(data, tmp_path):
+    cfg = tiny_config(data, tmp_path, f"features.mri_dataset_fake_test_csv={tmp_path / 'absent.csv'}")
+    with pytest.raises(ConfigError, match="features.mri_dataset_fake_test_csv.*absent.csv"):
+        load_split(cfg, "test")
+
+
+def test_items_are_normalised_256_pairs_flipped_together(data, tmp_path):
+    reals, fakes = load_split(tiny_config(data, tmp_path), "train")
+    rows = draw_epoch(reals, fakes, 1.0, seed=0, epoch=0)
+    plain = MRIDataset(rows, 256, seed=0, epoch=0, flip=False)
+    flipping = MRIDataset(rows, 256, seed=0, epoch=0, flip=True)
+    flipped = []
+    for index in range(len(rows)):
+        a, b = plain[index], flipping[index]
+        assert a["A"].shape == a["B"].shape == (3, 256, 256) and -1 <= a["A"].min() and a["A"].max() <= 1
+        face_flipped = torch.equal(b["A"], a["A"].flip(-1))
+        assert face_flipped == torch.equal(b["B"], a["B"].flip(-1)) or a["fake"] == 0  # blank MRI is symmetric
+        assert face_flipped or torch.equal(b["A"], a["A"])
+        flipped.append(face_flipped)
+    assert any(flipped) and not all(flipped)
+
+
+def test_unreadable_image_is_one_line_error_naming_it_even_from_a_worker(data, tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    rows = pd.DataFrame({"face_image": [str(broken)], "mri_image": [str(data / "blank.png")], "class": ["real"]})
+    loader = make_loader(MRIDataset(rows, 256, 0, 0), 1, DistContext(), seed=0, workers=1)
+    with pytest.raises(DataFileError) as error:
+        next(iter(loader))
+    message = str(error.value)
+    assert str(broken) in message and "cannot read image" in message and "\n" not in message
+
+
+# --- training runs ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory) -> Path:
+    """Two epochs of 4 steps, periodic checkpoint every 3 steps, never interrupted."""
+    logs = tmp_path_factory.mktemp("full_logs")
+    return train(tiny_config(data, logs, "MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3"),
+                 DistContext())
+
+
+def test_run_folder_holds_original_checkpoint_names_csv_logs_and_pictures(full_run):
+    for name in ("checkpoint.chkpt", "checkpoint_best_G.chkpt", "checkpoint_best_D.chkpt", "losses.csv",
+                 "ssim_report.csv", "mri_metadata.json", "generated_samples/epoch_001.png",
+                 "generated_samples/epoch_002.png", "plots/losses.png", "plots/test_scores.png"):
+        assert (full_run / name).is_file(), name
+    assert (full_run.parent / "config.yml").is_file() and (full_run.parent / "versions.json").is_file()
+    assert not list(full_run.rglob("*.pkl")) and not list(full_run.rglob(".*partial*"))
+    steps = read_rows(full_run / "losses.csv")
+    assert [int(row["step"]) for row in steps] == list(range(1, 9))
+    assert [int(row["epoch"]) for row in read_rows(full_run / "ssim_report.csv")] == [1, 2]
+
+
+def test_checkpoint_loads_weights_only_with_model_optimizer_position_rng_and_config(full_run):
+    checkpoint = torch.load(full_run / "checkpoint.chkpt", map_location="cpu", weights_only=True)
+    for key in ("generator_state_dict", "discriminator_state_dict", "optimizer_G_state_dict",
+                "optimizer_D_state_dict", "rng", "config", "model_params", "log_dir"):
+        assert key in checkpoint, key
+    assert (checkpoint["epoch"], checkpoint["batch_in_epoch"], checkpoint["global_step"]) == (2, 0, 8)
+    assert checkpoint["config"]["MRI_GAN"]["model_params"]["ngf"] == 8
+    assert checkpoint["log_dir"] == str(full_run)
+
+
+def test_best_generator_is_the_epoch_with_highest_test_ssim(full_run):
+    report = read_rows(full_run / "ssim_report.csv")
+    best = max(report, key=lambda row: float(row["test_ssim"]))
+    checkpoint = torch.load(full_run / "checkpoint_best_G.chkpt", map_location="cpu", weights_only=True)
+    assert checkpoint["global_step"] == int(best["step"])
+    assert checkpoint["best"]["test_ssim"] == pytest.approx(float(best["test_ssim"]), rel=1e-5)
+
+
+def test_sample_grid_has_title_band_and_one_row_per_sample(full_run):
+    grid = np.asarray(Image.open(full_run / "generated_samples" / "epoch_002.png"))
+    assert grid.shape == (24 + 4 * 128, 3 * 128, 3)  # 2 real + 2 fake rows of face | target | generated
+
+
+def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, tmp_path, full_run):
+    cfg = tiny_config(data, tmp_path, "MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3")
+    run_dir = train(cfg, DistContext(), max_steps=4)  # killed one step after the step-3 checkpoint
+    periodic = run_dir / "checkpoint.chkpt"
+    assert torch.load(periodic, weights_only=True)["global_step"] == 3
+    assert len(read_rows(run_dir / "losses.csv")) == 4
+
+    resumed_cfg, checkpoint = config_for_resume(str(periodic), [])
+    assert train(resumed_cfg, DistContext(), str(periodic), checkpoint) == run_dir  # continues in place
+    ours = torch.load(periodic, weights_only=True)
+    reference = torch.load(full_run / "checkpoint.chkpt", weights_only=True)
+    assert ours["global_step"] == reference["global_step"] == 8
+    for key in ("generator_state_dict", "discriminator_state_dict"):
+        assert weights_equal(ours[key], reference[key]), key
+    assert weights_equal(ours["optimizer_G_state_dict"]["state"][0], reference["optimizer_G_state_dict"]["state"][0])
+    # the step log holds each step once, with the uninterrupted run's losses
+    ours_log, reference_log = (pd.read_csv(p / "losses.csv") for p in (run_dir, full_run))
+    assert list(ours_log["step"]) == list(range(1, 9))
+    assert np.allclose(ours_log["loss_G"], reference_log["loss_G"], rtol=1e-5)
+
+
+def test_resume_from_a_best_checkpoint_starts_a_new_folder_and_keeps_that_file(full_run, tmp_path):
+    best = full_run / "checkpoint_best_D.chkpt"
+    before = best.read_bytes()
+    cfg, checkpoint = config_for_resume(str(best), ["MRI_GAN.model_params.n_epochs=3",
+                                                    f"logging.root_log_dir={tmp_path}"])
+    run_dir = train(cfg, DistContext(), str(best), checkpoint)
+    assert run_dir != full_run and best.read_bytes() == before
+    steps = [int(row["step"]) for row in read_rows(run_dir / "losses.csv")]
+    assert steps == list(range(1, 13))  # history up to the checkpoint carried over, then on to epoch 3
+
+
+# --- command line and torchrun ------------------------------------------------------------------
+
+
+def test_script_resumes_with_more_epochs_and_reports_bad_checkpoints_in_one_line(full_run, tmp_path):
+    copy = tmp_path / "run" / "MRI_GAN"
+    shutil.copytree(full_run, copy)
+    result = script("--train_resume", str(copy / "checkpoint_best_G.chkpt"),
+                    "--set", "MRI_GAN.model_params.n_epochs=3", "--set", f"logging.root_log_dir={tmp_path / 'logs'}")
+    assert result.returncode == 0, result.stderr
+    assert "finished at epoch 3/3" in result.stdout
+    assert len(run_dirs(tmp_path / "logs")) == 1
+
+    text = tmp_path / "notes.chkpt"
+    text.write_text("not a checkpoint")
+    bad = script("--train_resume", str(text))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "notes.chkpt" in bad.stderr
+
+
+def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
+    result = script("--train_from_scratch", "--set", f"assets={tmp_path}", "--set",
+                    f"logging.root_log_dir={tmp_path / 'logs'}", "--device", "cpu")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "features.mri_dataset_real_train_csv" in result.stderr
+    assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
+
+
+def test_torchrun_trains_with_two_cpu_processes_and_rank0_writes_once(data, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_MRI_GAN.py",
+                             "--train_from_scratch", *sum((["--set", s] for s in settings(
+                                 data, tmp_path, "MRI_GAN.model_params.batch_size=4",
+                                 "MRI_GAN.model_params.n_epochs=1")), [])],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("MRI-GAN run folder") == 1
+    (run_dir,) = run_dirs(tmp_path)
+    checkpoint = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng_per_rank"]) == 2
+    assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == [1, 2]  # 8 items, global batch 4
+    assert not any(key.startswith("module.") for key in checkpoint["generator_state_dict"])

@@ -1,0 +1,106 @@
+"""Read checkpoint files safely (torch.load with weights_only=True) and load their state dicts into models.
+Handles our checkpoints and the original project's released ones; every failure is one line naming the file."""
+from __future__ import annotations
+
+import pathlib
+from pathlib import Path
+from pickle import UnpicklingError
+from typing import Any
+
+import torch
+from torch import nn
+
+from utils.config import ConfigError
+
+# Where a checkpoint dict keeps a model's weights: ours and the original project's key names.
+STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_state_dict", "state_dict")
+
+# The only classes beyond tensors and plain containers allowed while unpickling: the original stored
+# log folders as pathlib paths (original.md bug 22). Rebuilding a path from strings runs no code.
+ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing, unreadable, refused or does not fit the model (one line, names the file).
+
+    A ConfigError (hence a ValueError), so scripts report it as bad input with exit code 2.
+    """
+
+
+def read_checkpoint(path: str | Path) -> Any:
+    """Load a checkpoint file onto the CPU with weights_only=True; raise CheckpointError on any failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    try:
+        with torch.serialization.safe_globals(ALLOWED_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except UnpicklingError as exc:
+        if "Weights only load failed" in str(exc):
+            raise CheckpointError(f"{path}: refused to load: it holds Python objects outside the weights-only "
+                                  f"allow-list ({_unsafe_globals(path)}); it may be malicious") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one") from None
+    except Exception:  # arbitrary bytes make the unpickler fail in many ways (IndexError, KeyError, EOFError...)
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one") from None
+
+
+def state_dict_in(checkpoint: Any, key: str | None = None, source: str | Path = "checkpoint") -> dict:
+    """The state dict held by `checkpoint` under `key`; with key None, the one known key present (or the
+    checkpoint itself when it is a bare state dict)."""
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{source}: expected a dict of tensors, found a {type(checkpoint).__name__}")
+    if key is None:
+        if checkpoint and all(isinstance(value, torch.Tensor) for value in checkpoint.values()):
+            return checkpoint
+        present = [name for name in STATE_DICT_KEYS if name in checkpoint]
+        if len(present) != 1:
+            raise CheckpointError(f"{source}: cannot tell which weights to load (found {_keys(checkpoint)}); "
+                                  "name the key")
+        key = present[0]
+    state = checkpoint.get(key)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{source}: no state dict under '{key}' (found {_keys(checkpoint)})")
+    return state
+
+
+def load_state(model: nn.Module, checkpoint: Any, key: str | None = None,
+               source: str | Path = "checkpoint") -> None:
+    """Load the weights under `key` into `model` strictly; a mismatch is one line saying what differs."""
+    state = state_dict_in(checkpoint, key, source)
+    own = model.state_dict()
+    missing = [name for name in own if name not in state]
+    unexpected = [name for name in state if name not in own]
+    if missing or unexpected:
+        raise CheckpointError(f"{source}: weights do not fit {type(model).__name__}: "
+                              f"{len(missing)} missing (e.g. {missing[:2]}), {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:2]})")
+    for name, tensor in own.items():
+        if tuple(state[name].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: weights do not fit {type(model).__name__}: '{name}' has shape "
+                                  f"{tuple(state[name].shape)}, the model expects {tuple(tensor.shape)} "
+                                  "(different network width?)")
+    model.load_state_dict(state, strict=True)
+
+
+def load_checkpoint(path: str | Path, model: nn.Module | None = None, key: str | None = None) -> Any:
+    """Read `path` safely; when `model` is given, load its weights (from `key`, or the one known key).
+
+    Returns the whole checkpoint (usually a dict) so callers can read optimizer state, epoch, etc.
+    """
+    checkpoint = read_checkpoint(path)
+    if model is not None:
+        load_state(model, checkpoint, key, source=path)
+    return checkpoint
+
+
+def _unsafe_globals(path: Path) -> str:
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    except Exception:  # legacy (non-zip) files cannot be inspected; the refusal itself stands
+        return "unknown objects"
+    return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "") if names else "unknown objects"
+
+
+def _keys(checkpoint: dict) -> str:
+    names = [str(name) for name in checkpoint]
+    return ", ".join(names[:8]) + (", ..." if len(names) > 8 else "") if names else "no keys"

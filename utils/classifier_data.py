@@ -1,0 +1,202 @@
+"""Classifier data: frame-label CSVs, the face/MRI image dataset, its transforms, the balanced loss.
+Follows original.md 6.2 with bugs 17 (augmentation), 18 (loss, accuracy), 19 (bad files), 32 (subsets) fixed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageFilter, UnidentifiedImageError
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import transforms as T
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+
+from models.classifier import IMAGENET_MEAN, IMAGENET_STD
+from utils.training import DataFileError
+
+FRAME_LABEL_COLUMNS = ("video_id", "frame", "label")
+TRANSFORMS = ("eval", "simple", "complex")
+
+
+class FrameReadError(DataFileError):
+    """A face or MRI image cannot be read; the message names the file (never skipped silently).
+    A DataFileError, so the scripts print it as one line (also from DataLoader workers), exit code 2."""
+
+
+def read_frame_labels(csv_path: str | Path) -> pd.DataFrame:
+    """A frame-label CSV (columns video_id, frame, label; the original's format) as a DataFrame with
+    string ids and file names and integer 0/1 labels (1 = fake)."""
+    csv_path = Path(csv_path)
+    try:
+        table = pd.read_csv(csv_path, dtype={"video_id": str, "frame": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataFileError(f"{csv_path}: cannot read frame labels ({exc})") from None
+    missing = [c for c in FRAME_LABEL_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataFileError(f"{csv_path}: missing column(s) {missing}; expected {list(FRAME_LABEL_COLUMNS)}")
+    if not table["label"].isin([0, 1]).all():
+        raise DataFileError(f"{csv_path}: labels must be 0 (real) or 1 (fake)")
+    return table[list(FRAME_LABEL_COLUMNS)].astype({"label": int}).reset_index(drop=True)
+
+
+def subset_videos(table: pd.DataFrame, size: float, seed: int) -> pd.DataFrame:
+    """Keep a seeded random share `size` of the VIDEOS of each label (stratified; at least one video
+    per label present), with all their frames. size >= 1 keeps everything. The original kept the
+    first rows instead (bug 32)."""
+    if size >= 1:
+        return table
+    rng = np.random.default_rng(seed)
+    video_labels = table.groupby("video_id", sort=True)["label"].first()
+    kept = []
+    for label in sorted(video_labels.unique()):
+        ids = video_labels.index[video_labels == label].to_numpy()  # sorted: same pick on any filesystem
+        count = max(1, int(round(size * len(ids))))
+        kept.extend(rng.choice(ids, size=count, replace=False))
+    return table[table["video_id"].isin(kept)].reset_index(drop=True)
+
+
+class RandomBoxBlur:
+    """PIL BoxBlur with a radius drawn per call from `radii` (as the original)."""
+
+    def __init__(self, radii=(1, 2, 3)):
+        self.radii = tuple(radii)
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        radius = self.radii[int(torch.randint(len(self.radii), ()))]
+        return image.filter(ImageFilter.BoxBlur(radius))
+
+
+class RandomStrengthJitter:
+    """Brightness or contrast jitter whose strength s ~ U(0, 1) is drawn per call, then the factor
+    ~ U(1 - s, 1 + s). The original drew s once at start-up, fixing it for the whole run (bug 17)."""
+
+    def __init__(self, kind: str):
+        self.adjust = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast}[kind]
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        strength = float(torch.rand(()))
+        factor = 1.0 + strength * (2.0 * float(torch.rand(())) - 1.0)
+        return self.adjust(image, factor)
+
+
+def build_transform(kind: str, size: int = 224) -> T.Compose:
+    """PIL RGB image -> normalised (3, size, size) tensor.
+
+    eval:    resize (size, size) bilinear, to tensor, ImageNet normalise.
+    simple:  eval, then RandomErasing(p=0.3) at torchvision defaults.
+    complex: one of {random size crop (zero padding only when the image is smaller), contrast
+             jitter, box blur}, then one of {h-flip p=0.3, grayscale p=0.05, brightness jitter,
+             rotation +-30 deg}, then simple. Jitter strengths are drawn per image.
+    """
+    if kind not in TRANSFORMS:
+        raise ValueError(f"unknown transform {kind!r}; choose from {', '.join(TRANSFORMS)}")
+    steps = [
+        T.Resize((size, size), interpolation=InterpolationMode.BILINEAR),
+        T.ToTensor(),
+        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]
+    if kind in ("simple", "complex"):
+        steps.append(T.RandomErasing(p=0.3))
+    if kind == "complex":
+        # The original passed 224 as RandomCrop's padding, so crops were mostly black border (bug 17).
+        steps[:0] = [
+            T.RandomChoice([T.RandomCrop(size, pad_if_needed=True), RandomStrengthJitter("contrast"),
+                            RandomBoxBlur()]),
+            T.RandomChoice([T.RandomHorizontalFlip(0.3), T.RandomGrayscale(0.05),
+                            RandomStrengthJitter("brightness"), T.RandomRotation(30)]),
+        ]
+    return T.Compose(steps)
+
+
+class FrameDataset(Dataset):
+    """Face (or MRI) images named by a frame-label table: the image is <root>/<video_id>/<frame>.
+
+    Item: {"image": transformed tensor, "label": float tensor, "video_id": str, "frame": str}.
+    With label_smoothing s > 0 the label is clipped into [s, 1 - s] (real 0 -> s, fake 1 -> 1 - s),
+    the original's train-mode smoothing; use s = 0 for validation and test.
+    """
+
+    def __init__(self, table: pd.DataFrame, root: str | Path, transform, label_smoothing: float = 0.0):
+        self.table = table.reset_index(drop=True)
+        self.root = Path(root)
+        self.transform = transform
+        self.label_smoothing = label_smoothing
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __getitem__(self, index: int) -> dict:
+        row = self.table.iloc[index]
+        video_id, frame = str(row["video_id"]), str(row["frame"])
+        s = self.label_smoothing
+        label = min(max(float(row["label"]), s), 1.0 - s)
+        return {
+            "image": self.transform(read_image(self.root / video_id / frame)),
+            "label": torch.tensor(label, dtype=torch.float32),
+            "video_id": video_id,
+            "frame": frame,
+        }
+
+
+def read_image(path: Path) -> Image.Image:
+    """An RGB PIL image; FrameReadError naming the file when it is missing or not a readable image
+    (the original silently replaced it by a random other sample, bug 19)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # convert() loads the pixels, so truncation shows up here
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise FrameReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
+
+
+def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+    """(loss, fake_loss, real_loss): BCE-with-logits averaged separately over fake (target > 0.5) and
+    real samples; loss is the mean over the classes present in the batch. A missing class gives None
+    and is not counted (the original still divided by 2, bug 18)."""
+    if logits.numel() == 0:
+        raise ValueError("balanced_bce needs a non-empty batch")
+    is_fake = targets > 0.5
+    parts = []
+    for mask in (is_fake, ~is_fake):
+        parts.append(F.binary_cross_entropy_with_logits(logits[mask], targets[mask]) if mask.any() else None)
+    present = [p for p in parts if p is not None]
+    return torch.stack(present).mean(), parts[0], parts[1]
+
+
+def balanced_bce(logits: Tensor, targets: Tensor) -> Tensor:
+    """The classifier's training loss: the mean of the fake-class and real-class BCE (classes present)."""
+    return balanced_bce_parts(logits, targets)[0]
+
+
+class EpochMeter:
+    """Accumulates one epoch: accuracy over all samples (not a mean of batch accuracies, bug 18) and
+    sample-weighted losses. A prediction is fake when sigmoid(logit) > 0.5; a target when > 0.5, so
+    smoothed labels count as their class."""
+
+    def __init__(self):
+        self.correct = 0
+        self.sums = {"loss": 0.0, "fake_loss": 0.0, "real_loss": 0.0}
+        self.counts = {"loss": 0, "fake_loss": 0, "real_loss": 0}
+
+    def update(self, logits: Tensor, targets: Tensor, parts: tuple) -> None:
+        """Add one batch; `parts` is balanced_bce_parts(logits, targets)."""
+        logits, targets = logits.detach(), targets.detach()
+        is_fake = targets > 0.5
+        self.correct += int(((logits > 0) == is_fake).sum())
+        sizes = (targets.numel(), int(is_fake.sum()), int((~is_fake).sum()))
+        for name, value, size in zip(self.sums, parts, sizes):
+            if value is not None:
+                self.sums[name] += float(value) * size
+                self.counts[name] += size
+
+    def summary(self) -> dict:
+        """{'n', 'accuracy' (fraction), 'loss', 'fake_loss', 'real_loss'}; nan where nothing was seen."""
+        n = self.counts["loss"]
+        result = {"n": n, "accuracy": self.correct / n if n else float("nan")}
+        for name, total in self.sums.items():
+            result[name] = total / self.counts[name] if self.counts[name] else float("nan")
+        return result

@@ -1,0 +1,203 @@
+"""Classify one video: faces on every k-th frame, optional MRIs, classifier scores, and the shared video rule.
+
+Used by detect_deepfake_app.py; every model is loaded once per Detector and reused for every video.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from utils.checkpoint import CheckpointError, load_state, read_checkpoint
+from utils.config import Config
+from utils.faces import FaceDetector, crop_face
+from utils.fileio import write_png
+from utils.metrics import video_rule
+from utils.video import VideoReader
+
+METHODS = ("plain_frames", "MRI")
+CLASSIFIER_FILES = {"plain_frames": "deepfake_plain_frames_weights.chkpt", "MRI": "deepfake_MRI_weights.chkpt"}
+GENERATOR_FILE = "MRI_GAN_weights.chkpt"
+CLASSIFY_BATCH = 32
+MRI_BATCH = 8
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class FaceRecord:
+    frame: int
+    timestamp: float
+    face: int
+    box: list[float]
+    landmarks: list[list[float]]
+    fake_probability: float | None = None
+
+
+@dataclass
+class VideoResult:
+    path: str
+    status: str = "ok"          # ok | no_face | error
+    verdict: str | None = None  # fake | real
+    probability: float | None = None  # of the verdict, in [0, 1], as the original app printed it
+    fake_probability: float | None = None  # mean p of the faces judged fake (0 when none)
+    n_faces: int = 0
+    n_fake: int = 0
+    error: str = ""
+    faces: list[FaceRecord] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def verdict_line(self) -> str:
+        """The original app's wording (probability in percent, rounded to 4 decimals)."""
+        percent = round(self.probability * 100, 4)
+        if self.verdict == "fake":
+            return f"The video is DEEP-FAKE, probability={percent}%"
+        return f"The video is REAL, probability={percent}%"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Detector:
+    """Loads the models for one method once; `classify(path)` returns a VideoResult."""
+
+    def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
+                 fake_threshold: float | None = None, fake_fraction: float | None = None,
+                 need_generator: bool = False, original_mri_rendering: bool = False):
+        from models.classifier import DeepFakeClassifier
+        from utils.classifier_data import build_transform
+        from utils.mri_gan_infer import load_generator
+
+        if method not in METHODS:
+            raise ValueError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
+        self.method, self.device, self.step = method, device, cfg["faces.frame_step"]
+        self.margin = cfg["faces.crop_margin"]
+        classifier_path = ((weights_dir or cfg.path("assets") / "weights") / CLASSIFIER_FILES[method]).resolve()
+        generator_path = (weights_dir / GENERATOR_FILE if weights_dir else cfg.asset("MRI_GAN.weights")).resolve()
+        check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
+                      f"--export (dataset {'plain' if method == 'plain_frames' else 'mri'})")
+        checkpoint = read_checkpoint(classifier_path)
+        params = (checkpoint.get("model_params") or {}) if isinstance(checkpoint, dict) else {}
+        encoder = params.get("encoder_name", cfg["cnn_encoder.default"])
+        self.classifier = DeepFakeClassifier(encoder_name=encoder, encoder_weights=None)
+        load_state(self.classifier, checkpoint, "model_state_dict", source=classifier_path)
+        self.classifier.to(device).eval()
+        self.transform = build_transform("eval", self.classifier.input_size)
+        self.models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
+                                      "encoder": encoder}}
+        self.generator = None
+        if method == "MRI" or need_generator:
+            check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
+                          f"checkpoint_best_G.chkpt to {GENERATOR_FILE}")
+            self.generator = load_generator(generator_path, device)
+            self.models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
+        self.original_mri_rendering = original_mri_rendering
+        self.thresholds = self._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
+        self.faces = FaceDetector.from_config(cfg, device)
+
+    @staticmethod
+    def _thresholds(cfg: Config, checkpoint, fake_threshold, fake_fraction) -> dict:
+        """Command line first, then the validation-tuned pair exported with the classifier, then config."""
+        tuned = checkpoint.get("thresholds") if isinstance(checkpoint, dict) else None
+        chosen = {}
+        for name, given in (("fake_threshold", fake_threshold), ("fake_fraction", fake_fraction)):
+            if given is not None:
+                chosen[name], source = float(given), "command line"
+            elif isinstance(tuned, dict) and name in tuned:
+                chosen[name], source = float(tuned[name]), "validation-tuned (exported with the classifier)"
+            else:
+                chosen[name], source = cfg[f"deep_fake.evaluation.{name}"], "config"
+            chosen[f"{name}_source"] = source
+        return chosen
+
+    def classify(self, path: str | Path, save_mri: Path | None = None) -> VideoResult:
+        result = VideoResult(str(path))
+        start = time.perf_counter()
+        crops = self._faces(Path(path), result)
+        result.timings["faces_s"] = time.perf_counter() - start
+        if not crops:
+            result.status = "no_face"
+            result.timings["total_s"] = time.perf_counter() - start
+            return result
+        mris = None
+        if self.generator is not None:
+            mark = time.perf_counter()
+            from utils.mri_gan_infer import predict_mris
+
+            mris = predict_mris(self.generator, crops, self.device, MRI_BATCH, self.original_mri_rendering)
+            result.timings["mri_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        probs = self._scores(mris if self.method == "MRI" else crops)
+        result.timings["classify_s"] = time.perf_counter() - mark
+        for record, prob in zip(result.faces, probs):
+            record.fake_probability = float(prob)
+        self._decide(result, probs)
+        if save_mri is not None and mris is not None:
+            save_mri_images(save_mri, result.faces, crops, mris)
+        result.timings["total_s"] = time.perf_counter() - start
+        return result
+
+    def _faces(self, path: Path, result: VideoResult) -> list[np.ndarray]:
+        crops = []
+        with VideoReader(path) as reader:
+            fps = reader.info.fps
+        for index, frame, faces in self.faces.detect_video(path, self.step):
+            for face_index, face in enumerate(faces):
+                crop = crop_face(frame, face.box, self.margin)
+                if crop is None:
+                    continue
+                crops.append(crop)
+                result.faces.append(FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                                               [round(v, 2) for v in face.box],
+                                               [[round(x, 2), round(y, 2)] for x, y in face.landmarks]))
+        return crops
+
+    @torch.inference_mode()
+    def _scores(self, images: list[np.ndarray]) -> np.ndarray:
+        probs = []
+        for start in range(0, len(images), CLASSIFY_BATCH):
+            batch = torch.stack([self.transform(Image.fromarray(image)) for image in images[start:start + CLASSIFY_BATCH]])
+            probs.append(torch.sigmoid(self.classifier(batch.to(self.device))).float().cpu().numpy())
+        return np.concatenate(probs)
+
+    def _decide(self, result: VideoResult, probs: np.ndarray) -> None:
+        is_fake, fake_prob, n_fake = video_rule(probs, self.thresholds["fake_threshold"],
+                                                self.thresholds["fake_fraction"])
+        result.n_faces, result.n_fake = len(probs), n_fake
+        result.fake_probability = round(fake_prob, 4)
+        if is_fake:
+            result.verdict, result.probability = "fake", round(fake_prob, 4)
+        else:
+            # The original reported 1 - mean p of the faces not judged fake.
+            real = probs[probs <= self.thresholds["fake_threshold"]]
+            result.verdict = "real"
+            result.probability = round(1 - float(real.mean()), 4) if real.size else 0.0
+
+
+def save_mri_images(folder: Path, records: list[FaceRecord], crops: list[np.ndarray], mris: list[np.ndarray]) -> Path:
+    """Each MRI as <frame>_<face>.png, and montage.png: faces on the top row, their MRIs below."""
+    import cv2
+
+    for record, mri in zip(records, mris):
+        write_png(folder / f"{record.frame}_{record.face}.png", mri)
+    tile = 128
+    top = [cv2.resize(c, (tile, tile), interpolation=cv2.INTER_AREA) for c in crops[:16]]
+    bottom = [cv2.resize(m, (tile, tile), interpolation=cv2.INTER_AREA) for m in mris[:16]]
+    return write_png(folder / "montage.png", np.vstack([np.hstack(top), np.hstack(bottom)]))
+
+
+def check_weights(path: Path, how: str) -> None:
+    """A missing weights file is a one-line error that names it and says how to produce it."""
+    if not path.is_file():
+        raise CheckpointError(f"{path}: weights not found; {how}, or pass --weights_dir")

@@ -1,0 +1,122 @@
+"""Run a trained MRI-GAN generator: face crops in, MRI images out (uint8), plus held-out scoring for training.
+Eval mode, no gradients, each batch its own images (original.md bugs 1, 7, 8)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from pytorch_msssim import ssim
+from torch import nn
+
+from models.mri_gan import Generator, MRIGANLoss
+from utils.checkpoint import CheckpointError, load_state, read_checkpoint
+from utils.mri_gan_data import image_tensor
+from utils.training import DistContext, all_reduce_sum
+
+GENERATOR_KEY = "generator_state_dict"
+IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
+
+
+def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None) -> Generator:
+    """The generator stored under 'generator_state_dict' (ours or the original's), in eval mode on `device`.
+
+    The width ngf is read from the weights unless given.
+    """
+    checkpoint = read_checkpoint(path)
+    state = checkpoint.get(GENERATOR_KEY) if isinstance(checkpoint, dict) else None
+    if not isinstance(state, dict) or "down1.model.0.weight" not in state:
+        raise CheckpointError(f"{path}: holds no MRI-GAN generator ('{GENERATOR_KEY}')")
+    generator = Generator(ngf=ngf or int(state["down1.model.0.weight"].shape[0]))
+    load_state(generator, checkpoint, GENERATOR_KEY, source=path)
+    return generator.to(device).eval()
+
+
+def to_uint8(images: torch.Tensor, original_rendering: bool = False) -> list[np.ndarray]:
+    """Generator outputs (B, 3, H, W) in [-1, 1] -> B RGB uint8 arrays (H, W, 3).
+
+    Default: round((x + 1) / 2 * 255). original_rendering=True renders as the original did (torchvision
+    save_image of the raw tanh output: x * 255 + 0.5 clamped to [0, 255], so negatives turn black); the
+    released MRI classifier was trained on such images.
+    """
+    images = images.detach().float().cpu()
+    if original_rendering:
+        pixels = (images * 255 + 0.5).clamp(0, 255).to(torch.uint8)
+    else:
+        pixels = ((images + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+    return list(pixels.permute(0, 2, 3, 1).numpy())
+
+
+@contextmanager
+def eval_mode(*modules: nn.Module) -> Iterator[None]:
+    """Put modules in eval mode (dropout off) for the block, then restore each one's previous mode."""
+    was_training = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, was_training):
+            module.train(mode)
+
+
+def face_batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
+    """RGB uint8 crops of any size -> (B, 3, 256, 256) in [-1, 1], preprocessed as the original."""
+    tensors = []
+    for index, face in enumerate(faces):
+        if not (isinstance(face, np.ndarray) and face.dtype == np.uint8 and face.ndim == 3 and face.shape[2] == 3):
+            raise ValueError(f"face {index}: expected an RGB uint8 HxWx3 array, got "
+                             f"{getattr(face, 'dtype', type(face).__name__)} {getattr(face, 'shape', '')}")
+        tensors.append(image_tensor(Image.fromarray(face), IMSIZE))
+    return torch.stack(tensors)
+
+
+def predict_mris(generator: nn.Module, faces: Sequence[np.ndarray], device: torch.device | str,
+                 batch_size: int = 8, original_rendering: bool = False) -> list[np.ndarray]:
+    """The MRI (uint8 256x256x3) of each face crop, in input order, batch by batch."""
+    mris: list[np.ndarray] = []
+    with eval_mode(generator), torch.inference_mode():
+        for start in range(0, len(faces), batch_size):
+            batch = face_batch(faces[start:start + batch_size]).to(device)
+            mris.extend(to_uint8(generator(batch), original_rendering))
+    return mris
+
+
+def per_image_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image pair (B,) for images in [-1, 1], computed as in the SSIM loss (data range 255);
+    the original's logged score used the wrong data range (original.md bug 28)."""
+    return ssim((fake + 1) / 2 * 255, (real + 1) / 2 * 255, data_range=255, size_average=False,
+                win_size=11, win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
+
+
+def evaluate(generator: nn.Module, discriminator: nn.Module, loader, loss: MRIGANLoss,
+             ctx: DistContext) -> dict[str, float]:
+    """Mean SSIM, pixel MSE, G loss and D loss over a held-out loader (all ranks' shards together)."""
+    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)  # ssim, pixel, loss_G, loss_D, count
+    with eval_mode(generator, discriminator), torch.inference_mode():
+        for batch in loader:
+            face, target = batch["A"].to(ctx.device), batch["B"].to(ctx.device)
+            fake = generator(face)
+            scores = discriminator(torch.cat([fake, target]), torch.cat([face, face]))
+            losses_G = loss.generator_loss(scores[:len(face)], fake, target)
+            loss_D = loss.discriminator_loss(scores[len(face):], scores[:len(face)])[0]
+            n = len(face)
+            sums += torch.tensor([per_image_ssim(fake, target).sum().item(),
+                                  ((fake - target) ** 2).mean(dim=(1, 2, 3)).sum().item(),
+                                  losses_G["total"].item() * n, loss_D.item() * n, n],
+                                 dtype=torch.float64, device=ctx.device)
+    ssim_sum, pixel_sum, g_sum, d_sum, count = all_reduce_sum(sums, ctx).tolist()
+    count = max(count, 1.0)
+    return {"test_ssim": ssim_sum / count, "test_pixel": pixel_sum / count,
+            "test_loss_G": g_sum / count, "test_loss_D": d_sum / count}
+
+
+def sample_rows(generator: nn.Module, faces: torch.Tensor, targets: torch.Tensor,
+                device: torch.device) -> list[list[np.ndarray]]:
+    """[face, target MRI, generated MRI] as uint8 images for each sample (the training sample grid)."""
+    with eval_mode(generator), torch.inference_mode():
+        generated = generator(faces.to(device))
+    return [list(images) for images in zip(to_uint8(faces), to_uint8(targets), to_uint8(generated))]

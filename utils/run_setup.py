@@ -1,0 +1,78 @@
+"""Run set-up shared by the trainers: the configuration of a new or resumed run, its run folder, per-process batch.
+A resumed run uses the configuration stored in its checkpoint (--set may change keys, e.g. more epochs)."""
+from __future__ import annotations
+
+import argparse
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import yaml
+
+from utils.checkpoint import CheckpointError, read_checkpoint
+from utils.cli import config_from_args
+from utils.config import Config, ConfigError, load_config
+from utils.runtime import new_run_dir, record_run
+from utils.training import CsvLog, DistContext, Position, continue_in_place
+
+
+def config_for_resume(checkpoint_path: str, overrides: list[str]) -> tuple[Config, dict]:
+    """The configuration stored in a training checkpoint, with --set overrides on top (e.g. more epochs)."""
+    checkpoint = read_checkpoint(checkpoint_path)
+    stored = checkpoint.get("config") if isinstance(checkpoint, dict) else None
+    if not isinstance(stored, dict) or "rng" not in checkpoint:
+        raise CheckpointError(f"{checkpoint_path}: not a training checkpoint written by this project's trainers "
+                              "(no stored configuration or training state)")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yml"
+        path.write_text(yaml.safe_dump(stored), encoding="utf-8")
+        return load_config(path, overrides), checkpoint
+
+
+def run_config(args: argparse.Namespace, resume_path: str | None) -> tuple[Config, dict | None]:
+    """(configuration, checkpoint or None) for a script's flags: a new run reads --config/--set/--device; a
+    resumed run reads the checkpoint's stored configuration, with --set/--device on top."""
+    if not resume_path:
+        return config_from_args(args), None
+    if args.config:
+        raise ConfigError("--config cannot be combined with --train_resume: the run's configuration is stored in "
+                          "the checkpoint; change keys with --set")
+    overrides = list(args.overrides) + ([f"runtime.device={args.device}"] if args.device else [])
+    return config_for_resume(resume_path, overrides)
+
+
+def prepare_run_dir(cfg: Config, ctx: DistContext, task: str, periodic_name: str, resume_path: str | None,
+                    checkpoint: dict | None) -> tuple[Path | None, str | None]:
+    """(run folder, folder whose logs to carry over), on rank 0 only. A run resumed from its periodic checkpoint
+    continues in place (the resume is recorded under <run>/resumed/); from any other file it gets a new
+    logs/<time>/<task> folder, so the file resumed from is never overwritten."""
+    if not ctx.is_main:
+        return None, None
+    if checkpoint is not None and continue_in_place(resume_path, checkpoint.get("log_dir"), periodic_name):
+        run_dir = Path(resume_path).resolve().parent
+        record = run_dir.parent / "resumed" / datetime.now().strftime("%Y%m%d_%H%M%S_%f")
+        record.mkdir(parents=True)
+        record_run(record, cfg)
+        return run_dir, None
+    return new_run_dir(cfg, task), checkpoint.get("log_dir") if checkpoint else None
+
+
+def open_run_logs(run_dir: Path, history_dir: str | None, position: Position, step_log: tuple[str, list[str]],
+                  epoch_log: tuple[str, list[str]]) -> tuple[CsvLog, CsvLog]:
+    """The per-step and per-epoch CSV logs of a run, each given as (file name, columns), with 1-based "step" and
+    "epoch" columns. A resumed run keeps only the rows up to its checkpoint's position, read from `history_dir`
+    (the run it was resumed from) when it continues in a new folder, so each step and epoch is logged once."""
+    resumed = position.step > 0 or position.epoch > 0
+    logs = []
+    for (name, columns), column, done in ((step_log, "step", position.step), (epoch_log, "epoch", position.epoch)):
+        keep = (lambda row, column=column, done=done: int(row[column]) <= done) if resumed else None
+        source = Path(history_dir) / name if history_dir else None
+        logs.append(CsvLog(run_dir / name, columns, keep=keep, source=source))
+    return logs[0], logs[1]
+
+
+def per_process_batch(batch_size: int, world_size: int, key: str) -> int:
+    """The config's batch size is the global batch; under torchrun each process takes an equal share."""
+    if batch_size % world_size:
+        raise ConfigError(f"config key '{key}': {batch_size} cannot be split over {world_size} processes")
+    return batch_size // world_size
