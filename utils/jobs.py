@@ -5,9 +5,11 @@ finished items; problems with single items are collected (one CSV row each) and 
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import multiprocessing
 import os
+import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -101,6 +103,31 @@ def _call(fn: Callable, item) -> Outcome:
         return Outcome(FAILED, problem=str(exc))
 
 
+# The worker pool of the last parallel run, kept for the next run with the same set-up (e.g. the next split
+# or data set of a step), so workers are spawned and their models built once per step, not once per folder.
+_POOL: dict[str, Any] = {"key": None, "pool": None}
+
+
+def _pool(workers: int, init: Callable | None, init_args: tuple, threads: int) -> ProcessPoolExecutor:
+    key = pickle.dumps((workers, init, init_args, threads))
+    if _POOL["key"] != key:
+        _close_pool()
+        context = multiprocessing.get_context("spawn")  # safe with torch and CUDA, unlike fork
+        _POOL["pool"] = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+                                            initargs=(init, init_args, threads))
+        _POOL["key"] = key
+    return _POOL["pool"]
+
+
+def _close_pool(wait: bool = True) -> None:
+    if _POOL["pool"] is not None:
+        _POOL["pool"].shutdown(wait=wait, cancel_futures=True)
+    _POOL.update(key=None, pool=None)
+
+
+atexit.register(_close_pool)
+
+
 def resolve_workers(workers: int) -> int:
     return workers if workers > 0 else (os.cpu_count() or 1)
 
@@ -131,16 +158,14 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
             for item in items:
                 record(item, _call(fn, item))
         else:
-            context = multiprocessing.get_context("spawn")  # safe with torch and CUDA, unlike fork
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
-                                     initargs=(init, init_args, threads)) as pool:
-                futures = {pool.submit(_call, fn, item): item for item in items}
-                try:
-                    for future in as_completed(futures):
-                        record(futures[future], future.result())
-                except KeyboardInterrupt:
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
+            pool = _pool(workers, init, init_args, threads)
+            futures = {pool.submit(_call, fn, item): item for item in items}
+            try:
+                for future in as_completed(futures):
+                    record(futures[future], future.result())
+            except BaseException:
+                _close_pool(wait=False)
+                raise
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
