@@ -9,7 +9,6 @@ import atexit
 import logging
 import multiprocessing
 import os
-import pickle
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -109,7 +108,7 @@ _POOL: dict[str, Any] = {"key": None, "pool": None}
 
 
 def _pool(workers: int, init: Callable | None, init_args: tuple, threads: int) -> ProcessPoolExecutor:
-    key = pickle.dumps((workers, init, init_args, threads))
+    key = repr((workers, init, init_args, threads))  # same function object and arguments: same set-up
     if _POOL["key"] != key:
         _close_pool()
         context = multiprocessing.get_context("spawn")  # safe with torch and CUDA, unlike fork
