@@ -20,7 +20,7 @@ import yaml
 
 from utils.config import PROJECT_ROOT, ConfigError
 from utils.fileio import atomic_path, write_json
-from utils.synthetic import make_celeb_df, make_dfdc_dataset, make_image_folder
+from utils.synthetic import dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder
 
 METHODS = {"plain": "plain_frames", "mri": "MRI"}
 
@@ -118,8 +118,6 @@ class Demo:
 
 def write_config(demo: Demo) -> None:
     """Generate the data sets and the demo config (every path inside the demo folder, small models)."""
-    from utils.synthetic import dataset_config
-
     p = demo.profile
     make_dfdc_dataset(demo.data / "dfdc", p["videos"], n_frames=p["n_frames"], seed=7)
     make_celeb_df(demo.data / "celeb", n_frames=p["n_frames"], seed=7)
@@ -225,7 +223,7 @@ def results(demo: Demo) -> dict:
 
 
 def _metrics_file(demo: Demo, dataset: str) -> Path:
-    """The newest test metrics.json of a classifier trained on `dataset` (read from its stored config)."""
+    """The newest test metrics.json of a classifier trained on `dataset` (each metrics.json names its dataset)."""
     candidates = sorted((demo.work / "logs").glob("**/metrics.json"), key=lambda p: p.stat().st_mtime)
     for path in reversed(candidates):
         info = json.loads(path.read_text(encoding="utf-8"))
