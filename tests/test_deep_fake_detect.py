@@ -3,6 +3,7 @@ exact resume, --test_saved_model, --export for the app, and one-line errors. Ran
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -289,3 +290,33 @@ def test_unreadable_image_is_one_line_error_naming_it(data, tmp_path):
                                                                  "deep_fake.training.model_params.dataset=plain",
                                                                  "runtime.loader_workers=1")), after_progress_bars=True)
     assert str(broken) in error and "cannot read image" in error
+
+
+def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data, tmp_path):
+    """2 CPU processes (gloo): one run folder written by rank 0, steps of the global batch, and the sharded test
+    gives the same scores as testing the same checkpoint in one process."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    logs = tmp_path / "logs"
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "deep_fake_detect.py",
+                             "--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain",
+                                                            "deep_fake.training.model_params.epochs=1")],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("deep_fake run folder") == 1
+    (run_dir,) = run_dirs(logs)
+    checkpoint = load(run_dir / "checkpoint.chkpt")
+    assert checkpoint["world_size"] == 2 and len(checkpoint["rng_per_rank"]) == 2
+    assert not any(key.startswith("module.") for key in checkpoint["model_state_dict"])
+    steps = pd.read_csv(run_dir / "train_steps.csv")
+    assert steps["step"].tolist() == [1, 2, 3] and steps["n"].sum() == 4 * FRAMES["train"]  # 12 faces, batch 4
+    sharded = json.loads((run_dir / "test" / "metrics.json").read_text())
+    assert deep_fake_detect.main(["--test_saved_model", str(run_dir / "highest_acc.chkpt"),
+                                  *flags(data, tmp_path / "single")]) == 0
+    (single,) = (tmp_path / "single").glob("*/deep_fake/test/metrics.json")
+    single = json.loads(single.read_text())
+    assert sharded["frame"]["n"] == single["frame"]["n"] == 4 * FRAMES["test"]
+    assert sharded["thresholds"] == single["thresholds"]
+    for key in ("accuracy", "roc_auc", "log_loss"):
+        assert sharded["frame"][key] == pytest.approx(single["frame"][key], abs=1e-5)
+        assert sharded["video"][key] == pytest.approx(single["video"][key], abs=1e-5)
