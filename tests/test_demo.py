@@ -38,3 +38,16 @@ def test_quick_demo_runs_the_whole_chain_and_resumes(tmp_path):
     second = _demo(out)  # everything is done: every step is skipped, the report is printed again
     assert second.returncode == 0, second.stderr[-4000:]
     assert second.stdout.count("skipped") == len(STEPS)
+
+    # as if the demo had been killed during the two training steps: they resume from their periodic checkpoints
+    state = json.loads((out / "demo_state.json").read_text())
+    for name in ("mri_gan", "classifier_plain"):
+        del state["seconds"][name]
+    (out / "demo_state.json").write_text(json.dumps(state))
+    third = _demo(out)
+    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-4000:]
+    assert third.stdout.count("resuming from") == 2 and third.stdout.count("skipped") == len(STEPS) - 2
+    again = json.loads((out / "demo_results.json").read_text())
+    assert again["methods"]["plain_frames"]["metrics_file"] != report["methods"]["plain_frames"]["metrics_file"]
+    assert again["methods"]["plain_frames"]["test"]["frame"] == report["methods"]["plain_frames"]["test"]["frame"]
+    assert len(list((out / "work" / "logs" / "mri_gan").glob("*/MRI_GAN"))) == 1  # continued in place

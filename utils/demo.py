@@ -53,6 +53,14 @@ def _tee(process: subprocess.Popen, stream, handle) -> int:
     return process.wait()
 
 
+def newest(root: Path, pattern: str) -> Path:
+    """The most recently written file matching `pattern` under `root`."""
+    found = sorted(root.glob(pattern), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise StepFailed(f"no {pattern} under {root}")
+    return found[-1]
+
+
 class Demo:
     def __init__(self, out: Path, profile: str, device: str = "auto", workers: int = 2, overrides=()):
         self.out, self.profile_name = out.resolve(), profile
@@ -70,10 +78,12 @@ class Demo:
 
     # --- plumbing -------------------------------------------------------------------------------
 
-    def script(self, name: str, *args: str, log: str, stdout_file: Path | None = None) -> None:
+    def script(self, name: str, *args: str, log: str, stdout_file: Path | None = None,
+               with_config: bool = True) -> None:
         """Run `python <name> --config <demo config> args...`; its output goes to the terminal and a log file
         (its standard output to `stdout_file` instead, when given, e.g. the app's CSV)."""
-        command = [sys.executable, str(PROJECT_ROOT / name), "--config", str(self.config), *self.overrides, *args]
+        config = ["--config", str(self.config)] if with_config else []
+        command = [sys.executable, str(PROJECT_ROOT / name), *config, *self.overrides, *args]
         log_path = self.out / "demo_logs" / f"{log}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as handle:
@@ -88,13 +98,6 @@ class Demo:
                     code = _tee(process, process.stderr, handle)
         if code != 0:
             raise StepFailed(f"step '{log}' failed (exit code {code}); its output is in {log_path}")
-
-    def newest(self, pattern: str) -> Path:
-        """The most recent file matching `pattern` under the demo's log folder."""
-        found = sorted((self.work / "logs").glob(pattern), key=lambda p: p.stat().st_mtime)
-        if not found:
-            raise StepFailed(f"no {pattern} under {self.work / 'logs'}")
-        return found[-1]
 
     def run(self, steps: list[Step]) -> None:
         total = time.perf_counter()
@@ -146,9 +149,21 @@ def preprocess(*flags: str) -> Callable[[Demo], None]:
     return action
 
 
+def train_or_resume(demo: Demo, name: str, root: Path, *args: str, log: str) -> None:
+    """Train with `name` into run folders under `root`; after an interrupted attempt, resume from the newest
+    periodic checkpoint there instead (its stored config is used, so --config is not passed)."""
+    periodic = sorted(root.glob("*/*/checkpoint.chkpt"), key=lambda p: p.stat().st_mtime)
+    if periodic:
+        print(f"an earlier attempt was interrupted: resuming from {periodic[-1]}", flush=True)
+        demo.script(name, "--train_resume", str(periodic[-1]), *args, log=log, with_config=False)
+    else:
+        demo.script(name, "--train_from_scratch", "--set", f"logging.root_log_dir={root}", *args, log=log)
+
+
 def train_mri_gan(demo: Demo) -> None:
-    demo.script("train_MRI_GAN.py", "--train_from_scratch", log="train_MRI_GAN")
-    best = demo.newest("*/MRI_GAN/checkpoint_best_G.chkpt")
+    root = demo.work / "logs" / "mri_gan"
+    train_or_resume(demo, "train_MRI_GAN.py", root, log="train_MRI_GAN")
+    best = newest(root, "*/MRI_GAN/checkpoint_best_G.chkpt")
     target = demo.work / "assets" / "weights" / "MRI_GAN_weights.chkpt"  # MRI_GAN.weights, read by the next steps
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, target)
@@ -157,8 +172,8 @@ def train_mri_gan(demo: Demo) -> None:
 
 def train_classifier(dataset: str) -> Callable[[Demo], None]:
     def action(demo: Demo) -> None:
-        demo.script("deep_fake_detect.py", "--train_from_scratch", "--export",
-                    "--set", f"deep_fake.training.model_params.dataset={dataset}", log=f"deep_fake_detect_{dataset}")
+        train_or_resume(demo, "deep_fake_detect.py", demo.work / "logs" / f"classifier_{dataset}", "--export",
+                        "--set", f"deep_fake.training.model_params.dataset={dataset}", log=f"deep_fake_detect_{dataset}")
     return action
 
 
@@ -210,7 +225,7 @@ def results(demo: Demo) -> dict:
     labels = pd.read_csv(demo.data / "dfdc" / "test" / "data" / "labels.csv")
     truth = dict(zip(labels["filename"], labels["label"]))
     for dataset, method in METHODS.items():
-        metrics_path = _metrics_file(demo, dataset)
+        metrics_path = newest(demo.work / "logs" / f"classifier_{dataset}", "*/deep_fake/test*/metrics.json")
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         app = pd.read_csv(demo.out / f"app_{method}.csv")
         app["truth"] = [truth.get(Path(path).name) for path in app["path"]]
@@ -220,16 +235,6 @@ def results(demo: Demo) -> dict:
                                      "app_correct": correct, "app_videos": int(len(app)),
                                      "app_no_verdict": int(len(app) - len(decided))}
     return report
-
-
-def _metrics_file(demo: Demo, dataset: str) -> Path:
-    """The newest test metrics.json of a classifier trained on `dataset` (each metrics.json names its dataset)."""
-    candidates = sorted((demo.work / "logs").glob("**/metrics.json"), key=lambda p: p.stat().st_mtime)
-    for path in reversed(candidates):
-        info = json.loads(path.read_text(encoding="utf-8"))
-        if info.get("dataset") == dataset:
-            return path
-    raise StepFailed(f"no test metrics.json for dataset '{dataset}' under {demo.work / 'logs'}")
 
 
 def print_report(report: dict, demo: Demo) -> None:
