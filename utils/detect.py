@@ -151,17 +151,17 @@ class Detector:
 
     def _faces(self, path: Path, result: VideoResult) -> list[np.ndarray]:
         crops = []
-        with VideoReader(path) as reader:
+        with VideoReader(path) as reader:  # one open and one pass: fps and the sampled frames
             fps = reader.info.fps
-        for index, frame, faces in self.faces.detect_video(path, self.step):
-            for face_index, face in enumerate(faces):
-                crop = crop_face(frame, face.box, self.margin)
-                if crop is None:
-                    continue
-                crops.append(crop)
-                result.faces.append(FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
-                                               [round(v, 2) for v in face.box],
-                                               [[round(x, 2), round(y, 2)] for x, y in face.landmarks]))
+            for index, frame, faces in self.faces.detect_frames(reader.frames(self.step)):
+                for face_index, face in enumerate(faces):
+                    crop = crop_face(frame, face.box, self.margin)
+                    if crop is None:
+                        continue
+                    crops.append(crop)
+                    result.faces.append(FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                                                   [round(v, 2) for v in face.box],
+                                                   [[round(x, 2), round(y, 2)] for x, y in face.landmarks]))
         return crops
 
     @torch.inference_mode()

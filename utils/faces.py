@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -112,14 +112,18 @@ class FaceDetector:
     def detect_video(self, path: str | Path, step: int) -> Iterator[tuple[int, np.ndarray, list[Face]]]:
         """Yield (frame_index, RGB frame, faces) for every `step`-th frame, detecting in batches."""
         with VideoReader(path) as reader:
-            batch: list[tuple[int, np.ndarray]] = []
-            for item in reader.frames(step):
-                batch.append(item)
-                if len(batch) == self.batch_size:
-                    yield from self._detect_batch(batch)
-                    batch = []
-            if batch:
+            yield from self.detect_frames(reader.frames(step))
+
+    def detect_frames(self, frames: Iterable[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray, list[Face]]]:
+        """Yield (frame_index, RGB frame, faces) for (frame_index, RGB frame) items, detecting in batches."""
+        batch: list[tuple[int, np.ndarray]] = []
+        for item in frames:
+            batch.append(item)
+            if len(batch) == self.batch_size:
                 yield from self._detect_batch(batch)
+                batch = []
+        if batch:
+            yield from self._detect_batch(batch)
 
     def _detect_batch(self, batch):
         faces = self.detect([frame for _, frame in batch])
