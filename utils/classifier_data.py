@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
@@ -17,7 +17,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
 from models.classifier import IMAGENET_MEAN, IMAGENET_STD
-from utils.training import DataFileError
+from utils.training import DataFileError, read_image
 
 FRAME_LABEL_COLUMNS = ("video_id", "frame", "label")
 TRANSFORMS = ("eval", "simple", "complex")
@@ -136,21 +136,11 @@ class FrameDataset(Dataset):
         s = self.label_smoothing
         label = min(max(float(row["label"]), s), 1.0 - s)
         return {
-            "image": self.transform(read_image(self.root / video_id / frame)),
+            "image": self.transform(read_image(self.root / video_id / frame, FrameReadError)),
             "label": torch.tensor(label, dtype=torch.float32),
             "video_id": video_id,
             "frame": frame,
         }
-
-
-def read_image(path: Path) -> Image.Image:
-    """An RGB PIL image; FrameReadError naming the file when it is missing or not a readable image
-    (the original silently replaced it by a random other sample, bug 19)."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")  # convert() loads the pixels, so truncation shows up here
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise FrameReadError(f"{path}: cannot read image ({type(exc).__name__}: {exc})") from None
 
 
 def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:

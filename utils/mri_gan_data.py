@@ -11,7 +11,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from utils.config import Config, ConfigError
-from utils.training import DataFileError
+from utils.training import read_image
 
 COLUMNS = ("face_image", "mri_image", "class")
 CSV_KEYS = {
@@ -67,16 +67,6 @@ def draw_epoch(reals: pd.DataFrame, fakes: pd.DataFrame, frac: float, seed: int,
     fake_rows = fakes.iloc[rng.choice(len(fakes), n_real, replace=len(fakes) < n_real)]
     table = pd.concat([real_rows, fake_rows], ignore_index=True)
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True)
-
-
-def read_image(path: str) -> Image.Image:
-    """An image file as an RGB PIL image; a missing or corrupt file is a DataFileError naming it."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        reason = "file not found" if isinstance(exc, FileNotFoundError) else str(exc).splitlines()[0][:120]
-        raise DataFileError(f"{path}: cannot read image ({reason})") from None
 
 
 def image_tensor(image: Image.Image, imsize: int) -> torch.Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
+from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
@@ -140,6 +141,17 @@ class DataFileError(ConfigError):
             last = message.strip().splitlines()[-1]
             message = last.split(": ", 1)[1] if last.startswith(type(self).__module__) else last
         super().__init__(message)
+
+
+def read_image(path: str | Path, error: type[DataFileError] = DataFileError) -> Image.Image:
+    """An image file as an RGB PIL image (pixels loaded, so truncation shows here); a missing or corrupt file
+    raises `error` naming it, never a silent substitute (original.md bug 19)."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        reason = "file not found" if isinstance(exc, FileNotFoundError) else str(exc).splitlines()[0][:120]
+        raise error(f"{path}: cannot read image ({reason})") from None
 
 
 class ShardSampler(Sampler):
