@@ -19,7 +19,7 @@ from utils.config import Config, ConfigError
 from utils.detect import CLASSIFIER_FILES, sha256  # the app's weight file names, and the file hash it reports
 from utils.fileio import write_csv, write_json
 from utils.metrics import frame_metrics, grid_search, json_safe, roc_png, video_metrics, video_verdicts
-from utils.preprocess import frame_label_csvs
+from utils.preprocess import frame_label_csvs, frame_label_keys
 from utils.run_setup import open_run_logs, per_process_batch, prepare_run_dir
 from utils.runtime import new_run_dir
 from utils.training import (CsvLog, DistContext, Trainer, all_reduce_sum, broadcast_object, gather_objects, make_loader,
@@ -54,18 +54,11 @@ class SplitData:
     videos: pd.DataFrame  # video_id, label, n_faces, status: one row per video, with or without faces
 
 
-def data_keys(split: str, kind: str) -> tuple[str, str]:
-    """(image folder key, frame-label CSV key) behind utils.preprocess.frame_label_csvs, for error messages."""
-    if kind == "plain":
-        return f"features.dfdc.crop_faces.{split}", f"data_path.dfdc.{split}_frame_labels_csv_filename"
-    return f"features.dfdc.{split}_mrip2p_faces", f"features.dfdc.{split}_mriframe_label"
-
-
 def read_split(cfg: Config, split: str, kind: str) -> SplitData:
     """A split as written by data_preprocess.py --gen_deepfake_metadata, subset to deep_fake.training.<split>_size
     of its videos (seeded, stratified). Missing files are a ConfigError naming the key to fix."""
     root, frames_csv, videos_csv = frame_label_csvs(cfg, split, kind)
-    root_key, csv_key = data_keys(split, kind)
+    root_key, csv_key = frame_label_keys(split, kind)
     for path in (frames_csv, videos_csv):
         if not path.is_file():
             raise ConfigError(f"config key '{csv_key}': {path} not found (write it with data_preprocess.py "

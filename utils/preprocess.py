@@ -652,15 +652,18 @@ def split_labels(cfg: Config, split: str) -> dict[str, int]:
     return read_split_labels(folder / cfg[f"data_path.dfdc.{split}_labels_csv_filename"])
 
 
+def frame_label_keys(split: str, kind: str) -> tuple[str, str]:
+    """(config key of the per-video image folders, config key of the frame-label CSV) for a split and kind."""
+    if kind == "plain":
+        return f"features.dfdc.crop_faces.{split}", f"data_path.dfdc.{split}_frame_labels_csv_filename"
+    return f"features.dfdc.{split}_mrip2p_faces", f"features.dfdc.{split}_mriframe_label"
+
+
 def frame_label_csvs(cfg: Config, split: str, kind: str) -> tuple[Path, Path, Path]:
     """(root folder of per-video images, frame-label CSV, per-video CSV) for a split and kind plain|mri."""
-    if kind == "plain":
-        root = cfg.path(f"features.dfdc.crop_faces.{split}")
-        csv = cfg.asset(f"data_path.dfdc.{split}_frame_labels_csv_filename")
-    else:
-        root = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
-        csv = cfg.asset(f"features.dfdc.{split}_mriframe_label")
-    return root, csv, csv.with_name(f"{csv.stem}_videos.csv")
+    root_key, csv_key = frame_label_keys(split, kind)
+    csv = cfg.asset(csv_key)
+    return cfg.path(root_key), csv, csv.with_name(f"{csv.stem}_videos.csv")
 
 
 def gen_deepfake_metadata(cfg: Config, options: Options) -> list[jobs.Summary]:
