@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Dict, Optional, Union
+from typing import Any, Dict, Optional, Union
 from urllib.parse import urlparse
 
 import timm
@@ -99,6 +99,15 @@ class DeepFakeClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         features = self.avg_pool(self.encoder.forward_features(x)).flatten(1)
         return self.classifier(features).squeeze(1)
+
+
+def classifier_from_checkpoint(checkpoint: Any, source: str | Path, default_encoder: str) -> DeepFakeClassifier:
+    """The classifier stored under 'model_state_dict' (ours or the original's), built with the checkpoint's
+    model_params.encoder_name (else `default_encoder`) and loaded strictly; on the CPU, in train mode."""
+    params = (checkpoint.get("model_params") or {}) if isinstance(checkpoint, dict) else {}
+    model = DeepFakeClassifier(params.get("encoder_name", default_encoder), encoder_weights=None)
+    load_state(model, checkpoint, "model_state_dict", source=source)
+    return model
 
 
 def load_encoder_weights(model: DeepFakeClassifier, spec: WeightsSpec) -> None:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.classifier import DeepFakeClassifier
-from utils.checkpoint import CheckpointError, load_state, read_checkpoint
+from models.classifier import DeepFakeClassifier, classifier_from_checkpoint
+from utils.checkpoint import CheckpointError, read_checkpoint
 from utils.classifier_data import (EpochMeter, FrameDataset, balanced_bce_parts, build_transform, read_frame_labels,
                                    subset_videos)
 from utils.config import Config, ConfigError
@@ -435,10 +435,7 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     checkpoint = read_classifier_checkpoint(checkpoint_path)
     kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
     test_data = read_split(cfg, "test", kind)
-    params = checkpoint.get("model_params") or {}
-    model = DeepFakeClassifier(params.get("encoder_name", cfg["cnn_encoder.default"]), encoder_weights=None)
-    load_state(model, checkpoint, "model_state_dict", source=checkpoint_path)
-    model.to(ctx.device)
+    model = classifier_from_checkpoint(checkpoint, checkpoint_path, cfg["cnn_encoder.default"]).to(ctx.device)
     batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
     amp = ctx.device.type == "cuda" and cfg[P + "fp16"]
     fake_threshold, fake_fraction, source = thresholds_for_test(cfg, ctx, checkpoint, model, kind, batch_size, amp)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.checkpoint import CheckpointError, load_state, read_checkpoint
+from utils.checkpoint import CheckpointError, read_checkpoint
 from utils.config import Config
 from utils.faces import FaceDetector, crop_face
 from utils.fileio import write_png
@@ -75,7 +75,7 @@ class Detector:
     def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
                  fake_threshold: float | None = None, fake_fraction: float | None = None,
                  need_generator: bool = False, original_mri_rendering: bool = False):
-        from models.classifier import DeepFakeClassifier
+        from models.classifier import classifier_from_checkpoint
         from utils.classifier_data import build_transform
         from utils.mri_gan_infer import load_generator
 
@@ -88,15 +88,12 @@ class Detector:
         check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
                       f"--export (dataset {'plain' if method == 'plain_frames' else 'mri'})")
         checkpoint = read_checkpoint(classifier_path)
-        params = (checkpoint.get("model_params") or {}) if isinstance(checkpoint, dict) else {}
-        encoder = params.get("encoder_name", cfg["cnn_encoder.default"])
-        self.classifier = DeepFakeClassifier(encoder_name=encoder, encoder_weights=None)
-        load_state(self.classifier, checkpoint, "model_state_dict", source=classifier_path)
+        self.classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
         # channels-last memory layout: about a third faster for EfficientNet on CPU (measured), same weights
         self.classifier.to(device, memory_format=torch.channels_last).eval()
         self.transform = build_transform("eval", self.classifier.input_size)
         self.models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
-                                      "encoder": encoder}}
+                                      "encoder": self.classifier.encoder_name}}
         self.generator = None
         if method == "MRI" or need_generator:
             check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
