@@ -3,10 +3,10 @@
 `deep_fake.training.model_params.dataset` chooses plain face crops or predicted MRIs. Runs are written to
 logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See README.
 """
-from utils.classifier_training import export, format_report, test, train
 from utils.cli import make_parser, run
-from utils.run_setup import run_config
-from utils.training import distributed_context
+from utils.train.classifier import export, format_report, test, train
+from utils.train.loop import distributed_context
+from utils.train.setup import run_config
 
 
 def build_parser():

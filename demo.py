@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from utils.cli import make_parser, run
-from utils.config import ConfigError
-from utils.demo import PROFILES, STEPS, Demo, StepFailed, print_report, results
+from utils.demo.steps import PROFILES, STEPS, Demo, print_report, results
+from utils.errors import ConfigError, StepFailed
 from utils.fileio import write_json
 
 

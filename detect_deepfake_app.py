@@ -8,12 +8,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from utils.cli import NoFaceError, config_from_args, make_parser, run
-from utils.config import ConfigError
+from utils.cli import config_from_args, make_parser, run
+from utils.errors import ConfigError, NoFaceError, VideoError
 from utils.fileio import write_json
-from utils.detect import METHODS, Detector, VideoResult
+from utils.infer.detect import Detector, VideoResult
+from utils.media.video import list_videos, probe
+from utils.names import METHODS
 from utils.runtime import choose_device, seed_everything
-from utils.video import VideoError, list_videos, probe
 
 CSV_COLUMNS = ["path", "verdict", "probability", "n_faces", "status", "error"]
 

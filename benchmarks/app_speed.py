@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 from common import finish  # noqa: E402
 
 from utils.config import load_config  # noqa: E402
-from utils.faces import FaceDetector  # noqa: E402
-from utils.synthetic import face_frames, face_photo, write_video  # noqa: E402
-from utils.video import VideoReader  # noqa: E402
+from utils.demo.synthetic import face_frames, face_photo, write_video  # noqa: E402
+from utils.media.faces import FaceDetector  # noqa: E402
+from utils.media.video import VideoReader  # noqa: E402
 
 TARGETS = {"plain_frames_vs_decode": 3.0, "MRI_vs_decode": 8.0, "speedup_vs_original": 10.0}
 
@@ -70,7 +70,7 @@ def main() -> int:
                         help="time the original procedure on this many frames and extrapolate (0 = all)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "app_speed.json"))
     args = parser.parse_args()
-    from utils.detect import Detector
+    from utils.infer.detect import Detector
 
     torch.manual_seed(0)
     n_frames = int(round(args.seconds * 30))

@@ -16,8 +16,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import finish  # noqa: E402
 
-from utils.faces import FaceDetector  # noqa: E402
-from utils.synthetic import background, face_photo  # noqa: E402
+from utils.demo.synthetic import background, face_photo  # noqa: E402
+from utils.media.faces import FaceDetector  # noqa: E402
 
 SIDES = (0, 1280, 960, 640)
 

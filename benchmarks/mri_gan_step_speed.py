@@ -25,7 +25,7 @@ from common import finish  # noqa: E402
 from train_MRI_GAN import MRIGANTraining  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
-from utils.training import DistContext  # noqa: E402
+from utils.train.loop import DistContext  # noqa: E402
 
 IMSIZE = 256
 

@@ -18,8 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from common import finish  # noqa: E402
 
-from utils.mri import compute_mri, compute_mri_reference  # noqa: E402
-from utils.synthetic import face_photo  # noqa: E402
+from utils.demo.synthetic import face_photo  # noqa: E402
+from utils.media.mri import compute_mri, compute_mri_reference  # noqa: E402
 
 TARGET_SPEEDUP = 3.0
 MAX_GREY_LEVEL_DIFFERENCE = 1

@@ -19,7 +19,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import finish  # noqa: E402
 
-from utils.synthetic import dataset_config, make_dfdc_dataset  # noqa: E402
+from utils.demo.synthetic import dataset_config, make_dfdc_dataset  # noqa: E402
 
 TARGET_SPEEDUP = 1.6
 

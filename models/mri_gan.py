@@ -1,5 +1,5 @@
 """MRI-GAN networks and losses: pix2pix U-Net generator, PatchGAN discriminator, weight init.
-Layer layout and parameter names match the original checkpoints (original.md 5.1-5.3, 10)."""
+Layer layout and parameter names match the original checkpoints (so the original's released weights load strictly)."""
 
 from typing import Dict, Tuple
 

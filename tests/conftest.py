@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from utils.synthetic import face_frames, face_photo, make_broken_files, make_face_video, write_video
+from tests.helpers import make_broken_files
+from utils.demo.synthetic import face_frames, face_photo, make_face_video, write_video
 
 VIDEO_W, VIDEO_H, VIDEO_FRAMES, VIDEO_FPS = 320, 240, 30, 10.0
 
@@ -47,7 +49,7 @@ def two_face_frame():
 
 @pytest.fixture(scope="session")
 def detector():
-    from utils.faces import FaceDetector
+    from utils.media.faces import FaceDetector
 
     return FaceDetector(device="cpu")
 
@@ -56,3 +58,22 @@ def detector():
 def one_frame_video(media):
     frame = next(face_frames(face_photo("grace_hopper"), 160, 120, 1))[0]
     return write_video(media / "one_frame.mp4", [frame], fps=25)
+
+
+@pytest.fixture(scope="session")
+def app_weights(tmp_path_factory):
+    """Random-weight classifiers for both methods (the second with exported thresholds) and a narrow generator."""
+    from models.classifier import DeepFakeClassifier
+    from models.mri_gan import Generator, init_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    state = DeepFakeClassifier().state_dict()
+    params = {"encoder_name": "tf_efficientnet_b0_ns"}
+    torch.save({"model_state_dict": state, "model_params": params}, folder / "deepfake_plain_frames_weights.chkpt")
+    torch.save({"model_state_dict": state, "model_params": params,
+                "thresholds": {"fake_threshold": 0.7, "fake_fraction": 0.3}}, folder / "deepfake_MRI_weights.chkpt")
+    generator = Generator(ngf=8)
+    generator.apply(init_weights)
+    torch.save({"generator_state_dict": generator.state_dict()}, folder / "MRI_GAN_weights.chkpt")
+    return folder

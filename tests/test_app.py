@@ -10,34 +10,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from conftest import VIDEO_H, VIDEO_W
 
 from utils.config import PROJECT_ROOT, load_config
-from utils.detect import Detector
-from utils.synthetic import background, write_video
-
-from conftest import VIDEO_H, VIDEO_W
+from utils.demo.synthetic import background, write_video
+from utils.infer.detect import Detector
 
 VERDICT = re.compile(r"^The video is (REAL|DEEP-FAKE), probability=\d+(\.\d+)?%  \[(plain_frames|MRI): "
                      r"\d+ of \d+ faces fake; fake_threshold [\d.]+, fake_fraction [\d.]+ \(.+\)\]$")
 
 
 @pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    """Random-weight classifiers for both methods (the second with exported thresholds) and a narrow generator."""
-    from models.classifier import DeepFakeClassifier
-    from models.mri_gan import Generator, init_weights
-
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    state = DeepFakeClassifier().state_dict()
-    params = {"encoder_name": "tf_efficientnet_b0_ns"}
-    torch.save({"model_state_dict": state, "model_params": params}, folder / "deepfake_plain_frames_weights.chkpt")
-    torch.save({"model_state_dict": state, "model_params": params,
-                "thresholds": {"fake_threshold": 0.7, "fake_fraction": 0.3}}, folder / "deepfake_MRI_weights.chkpt")
-    generator = Generator(ngf=8)
-    generator.apply(init_weights)
-    torch.save({"generator_state_dict": generator.state_dict()}, folder / "MRI_GAN_weights.chkpt")
-    return folder
+def weights(app_weights):
+    return app_weights
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from models.mri_gan import Discriminator, Generator
-from utils.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
-from utils.config import ConfigError
+from tests.helpers import load_checkpoint
+from utils.checkpoint import read_checkpoint
+from utils.errors import CheckpointError, ConfigError
 
 
 class RunsAShellCommand:

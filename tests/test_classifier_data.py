@@ -13,22 +13,22 @@ from torch.utils.data import DataLoader
 from torchvision import transforms as T
 
 from models.classifier import IMAGENET_MEAN, IMAGENET_STD
-from utils.classifier_data import (
+from tests.helpers import balanced_bce
+from utils.demo.synthetic import face_photo
+from utils.errors import FrameReadError
+from utils.fileio import write_png
+from utils.train.classifier_data import (
     EpochMeter,
     FrameDataset,
-    FrameReadError,
     RandomBoxBlur,
     RandomStrengthJitter,
-    balanced_bce,
     balanced_bce_parts,
     build_transform,
     read_frame_labels,
     subset_videos,
 )
-from utils.fileio import write_png
-from utils.synthetic import face_photo
 
-# video id -> (label, photo); "0042" checks that numeric-looking ids stay strings (original bug 22)
+# video id -> (label, photo); "0042" checks that numeric-looking ids stay strings (README, Differences #8)
 VIDEOS = {"0042": (0, "astronaut"), "fakevid": (1, "grace_hopper")}
 CROP_SIZES = [(150, 170), (300, 260)]  # (width, height): one smaller and one larger than 224
 

@@ -1,5 +1,6 @@
-"""Specification tests for models/classifier.py: architecture numbers, original checkpoint keys and the
-one place that resolves encoder weights (none, local file, ImageNet cache, offline error)."""
+"""Specification tests for models/classifier.py (architecture numbers, original checkpoint keys) and for
+utils/infer/classifier.py, the one place that resolves encoder weights (none, local file, ImageNet cache,
+offline error)."""
 
 import copy
 import time
@@ -13,12 +14,11 @@ from models.classifier import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     DeepFakeClassifier,
-    EncoderWeightsError,
     input_size,
-    load_encoder_weights,
     timm_name,
 )
-from utils.config import ConfigError
+from utils.errors import ConfigError, EncoderWeightsError
+from utils.infer.classifier import build_classifier, load_encoder_weights
 
 B0 = "tf_efficientnet_b0.ns_jft_in1k"
 WEIGHTS_FLAG = "--set deep_fake.training.model_params.encoder_weights="
@@ -129,7 +129,7 @@ def test_constructor_loads_a_safetensors_file(model, tmp_path):
     weights = random_like(model.encoder.state_dict())
     path = tmp_path / "model.safetensors"
     safetensors_torch.save_file(weights, str(path))
-    loaded = DeepFakeClassifier(encoder_weights=path)
+    loaded = build_classifier("tf_efficientnet_b0_ns", path)
     torch.testing.assert_close(loaded.encoder.conv_head.weight, weights["conv_head.weight"])
 
 
@@ -199,7 +199,7 @@ def test_imagenet_under_hf_hub_offline_does_not_touch_the_network(fresh, no_cach
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr("socket.create_connection", no_network)
     with pytest.raises(EncoderWeightsError) as info:
-        DeepFakeClassifier(encoder_weights="imagenet")
+        build_classifier("tf_efficientnet_b0_ns", "imagenet")
     assert_offline_message(info.value)
 
 

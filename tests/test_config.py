@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from utils.config import DEFAULT_CONFIG, PROJECT_ROOT, SCHEMA, ConfigError, load_config
+from utils.config import DEFAULT_CONFIG, PROJECT_ROOT, SCHEMA, load_config
+from utils.errors import ConfigError
 
 
 def test_default_config_holds_every_schema_key_and_no_other():

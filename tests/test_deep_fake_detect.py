@@ -17,13 +17,11 @@ import torch
 
 from utils.checkpoint import read_checkpoint
 from utils.config import PROJECT_ROOT, load_config
+from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
 from utils.fileio import write_png
-from utils.mri import compute_mri
-from utils.synthetic import PEOPLE, face_photo, swapped_photo
-from utils.training import DistContext
-
-import deep_fake_detect
-from utils.classifier_training import train
+from utils.media.mri import compute_mri
+from utils.train.classifier import train
+from utils.train.loop import DistContext
 
 SIDE = 72  # image side on disk; the classifier resizes to 224
 FRAMES = {"train": 3, "valid": 2, "test": 2}  # face images per video with faces
@@ -109,8 +107,8 @@ def script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def plain_run(data, tmp_path_factory) -> Path:
     """--train_from_scratch on plain crops: 2 epochs of 3 steps, periodic checkpoint every 2 steps."""
     logs = tmp_path_factory.mktemp("plain_logs")
-    assert deep_fake_detect.main(["--train_from_scratch", *flags(data, logs,
-                                                                 "deep_fake.training.model_params.dataset=plain")]) == 0
+    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"))
+    assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_dirs(logs)
     return run_dir
 
@@ -169,16 +167,16 @@ def test_test_uses_the_validation_thresholds_and_counts_faceless_videos(plain_ru
     assert frames["probability"].between(0, 1).all()
 
 
-def test_mri_run_trains_on_mri_images_then_exports_for_the_mri_method(data, tmp_path, capsys):
-    code = deep_fake_detect.main(["--train_from_scratch", "--export", *flags(
+def test_mri_run_trains_on_mri_images_then_exports_for_the_mri_method(data, tmp_path):
+    result = script("--train_from_scratch", "--export", *flags(
         data, tmp_path, "deep_fake.training.model_params.dataset=mri", "deep_fake.training.model_params.epochs=1",
-        f"assets={tmp_path / 'assets'}", *(f"{key}={data / 'assets' / name}" for key, name in MRI_CSVS.items()))])
-    assert code == 0
+        f"assets={tmp_path / 'assets'}", *(f"{key}={data / 'assets' / name}" for key, name in MRI_CSVS.items())))
+    assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_dirs(tmp_path)
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     assert metrics["dataset"] == "mri" and all((run_dir / "test" / name).is_file() for name in OUTPUTS)
     assert load(run_dir / "highest_acc.chkpt")["model_params"]["dataset"] == "mri"
-    out = capsys.readouterr().out
+    out = result.stdout
     assert "epoch 1/1:" in out and "thresholds: fake_threshold" in out and "\nvideo " in out
     exported = read_checkpoint(tmp_path / "assets" / "weights" / "deepfake_MRI_weights.chkpt")
     assert exported["thresholds"] == load(run_dir / "highest_acc.chkpt")["thresholds"]
@@ -194,7 +192,7 @@ def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, 
     periodic = run_dir / "checkpoint.chkpt"
     assert load(periodic)["global_step"] == 4 and len(pd.read_csv(run_dir / "train_steps.csv")) == 5
 
-    assert deep_fake_detect.main(["--train_resume", str(periodic)]) == 0
+    assert script("--train_resume", str(periodic)).returncode == 0
     assert run_dirs(tmp_path) == [run_dir]  # continued in place
     ours, reference = load(periodic), load(plain_run / "checkpoint.chkpt")
     assert ours["global_step"] == reference["global_step"] == 6
@@ -210,8 +208,8 @@ def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, 
 def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data, tmp_path, plain_run):
     best = plain_run / "lowest_loss.chkpt"
     before = best.read_bytes()
-    assert deep_fake_detect.main(["--train_resume", str(best), "--set", "deep_fake.training.model_params.epochs=3",
-                                  "--set", f"logging.root_log_dir={tmp_path}"]) == 0
+    assert script("--train_resume", str(best), "--set", "deep_fake.training.model_params.epochs=3",
+                  "--set", f"logging.root_log_dir={tmp_path}").returncode == 0
     (run_dir,) = run_dirs(tmp_path)
     assert best.read_bytes() == before
     assert list(pd.read_csv(run_dir / "train_steps.csv")["step"]) == list(range(1, 10))  # history carried over
@@ -222,8 +220,7 @@ def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data
 
 def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp_path, plain_run):
     before = (plain_run / "test" / "metrics.json").read_text()
-    assert deep_fake_detect.main(["--test_saved_model", str(plain_run / "highest_acc.chkpt"),
-                                  *flags(data, tmp_path)]) == 0
+    assert script("--test_saved_model", str(plain_run / "highest_acc.chkpt"), *flags(data, tmp_path)).returncode == 0
     (test_dir,) = tmp_path.glob("*/deep_fake/test")
     assert (plain_run / "test" / "metrics.json").read_text() == before
     ours, reference = (json.loads((d / "metrics.json").read_text()) for d in (test_dir, plain_run / "test"))
@@ -233,16 +230,17 @@ def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp
     assert ours["video"]["accuracy"] == reference["video"]["accuracy"]
 
 
-def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path, plain_run, capsys):
+def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path, plain_run):
     assets = tmp_path / "assets"
-    assert deep_fake_detect.main(["--export", str(plain_run / "highest_acc.chkpt"), "--set", f"assets={assets}"]) == 0
+    result = script("--export", str(plain_run / "highest_acc.chkpt"), "--set", f"assets={assets}")
+    assert result.returncode == 0, result.stderr[-2000:]
     target = assets / "weights" / "deepfake_plain_frames_weights.chkpt"
-    assert str(target) in capsys.readouterr().out
+    assert str(target) in result.stdout
     exported = read_checkpoint(target)
     assert "optimizer_state_dict" not in exported and "rng" not in exported
     assert exported["thresholds"] == load(plain_run / "highest_acc.chkpt")["thresholds"]
 
-    from utils.detect import Detector
+    from utils.infer.detect import Detector
 
     detector = Detector(load_config(None, [f"assets={assets}"]), "plain_frames", torch.device("cpu"))
     assert detector.thresholds["fake_threshold"] == exported["thresholds"]["fake_threshold"]
@@ -311,8 +309,7 @@ def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data
     steps = pd.read_csv(run_dir / "train_steps.csv")
     assert steps["step"].tolist() == [1, 2, 3] and steps["n"].sum() == 4 * FRAMES["train"]  # 12 faces, batch 4
     sharded = json.loads((run_dir / "test" / "metrics.json").read_text())
-    assert deep_fake_detect.main(["--test_saved_model", str(run_dir / "highest_acc.chkpt"),
-                                  *flags(data, tmp_path / "single")]) == 0
+    assert script("--test_saved_model", str(run_dir / "highest_acc.chkpt"), *flags(data, tmp_path / "single")).returncode == 0
     (single,) = (tmp_path / "single").glob("*/deep_fake/test/metrics.json")
     single = json.loads(single.read_text())
     assert sharded["frame"]["n"] == single["frame"]["n"] == 4 * FRAMES["test"]

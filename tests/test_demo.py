@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from utils.config import PROJECT_ROOT
-from utils.demo import PROFILES, STEPS
+from utils.demo.steps import PROFILES, STEPS
 
 
 def _demo(out):

@@ -5,8 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.faces import Face, FaceDetector, crop_box, crop_face, crop_name, faces_from_entry, landmarks_entry
-from utils.synthetic import background, face_photo
+from utils.demo.synthetic import background, face_photo
+from utils.media.faces import Face, FaceDetector, crop_box, crop_face, crop_name, faces_from_entry, landmarks_entry
 
 
 def _inside(point, rect):

@@ -11,7 +11,7 @@ from PIL import Image
 from sklearn import metrics as skm
 
 from utils.config import load_config
-from utils.metrics import (
+from utils.evaluation.metrics import (
     eer,
     frame_metrics,
     grid_search,

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
-from utils.mri import compute_mri, compute_mri_reference, resize_for_mri, ssim_map
-from utils.synthetic import face_photo
+from utils.demo.synthetic import face_photo
+from utils.media.mri import compute_mri, compute_mri_reference, resize_for_mri, ssim_map
 
 
 def _jpeg(image, quality):

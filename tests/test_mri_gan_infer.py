@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from models.mri_gan import Generator
-from utils.checkpoint import CheckpointError
-from utils.mri_gan_infer import face_batch, load_generator, predict_mris
-from utils.synthetic import face_photo
+from utils.demo.synthetic import face_photo
+from utils.errors import CheckpointError
+from utils.infer.generator import face_batch, load_generator, predict_mris
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +51,7 @@ def test_each_batch_uses_its_own_images_in_input_order(generator, faces):
 
 def test_generation_is_deterministic_and_restores_the_callers_mode(faces):
     torch.manual_seed(1)
-    model = Generator(ngf=8).train()  # dropout would make outputs random (original.md bug 7)
+    model = Generator(ngf=8).train()  # dropout would make outputs random (README, Differences #10)
     first = predict_mris(model, faces[:2], "cpu")
     second = predict_mris(model, faces[:2], "cpu")
     assert all(np.array_equal(a, b) for a, b in zip(first, second))

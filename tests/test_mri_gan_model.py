@@ -16,7 +16,7 @@ from models.mri_gan import (
     ssim_loss,
 )
 
-# Parameter shapes of the original checkpoints, written out from original.md 5.1 / 5.2.
+# Parameter shapes of the original checkpoints, written out from the original's released checkpoints.
 # Conv2d weights are (out, in, kH, kW); ConvTranspose2d weights are (in, out, kH, kW).
 ORIGINAL_GENERATOR_SHAPES = OrderedDict(
     [

@@ -16,15 +16,15 @@ import pytest
 import torch
 from PIL import Image
 
-from utils.config import PROJECT_ROOT, ConfigError, load_config
+from utils.config import PROJECT_ROOT, load_config
+from utils.demo.synthetic import face_photo
+from utils.errors import ConfigError, DataFileError
 from utils.fileio import write_png
-from utils.mri import compute_mri
-from utils.mri_gan_data import MRIDataset, draw_epoch, load_split
-from utils.synthetic import face_photo
-from utils.training import DataFileError, DistContext, make_loader
-
-from train_MRI_GAN import train
-from utils.run_setup import config_for_resume
+from utils.media.mri import compute_mri
+from utils.train.loop import DistContext, make_loader
+from utils.train.mri_gan import train
+from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
+from utils.train.setup import config_for_resume
 
 TINY = ["MRI_GAN.model_params.ngf=8", "MRI_GAN.model_params.ndf=8", "MRI_GAN.model_params.batch_size=2",
         "MRI_GAN.model_params.test_sample_size=4", "runtime.loader_workers=0", "runtime.device=cpu"]

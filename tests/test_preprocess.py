@@ -15,8 +15,14 @@ import pytest
 import yaml
 
 from utils.config import PROJECT_ROOT, load_config
-from utils.synthetic import (dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder, write_video,
-                             background)
+from utils.demo.synthetic import (
+    background,
+    dataset_config,
+    make_celeb_df,
+    make_dfdc_dataset,
+    make_image_folder,
+    write_video,
+)
 
 STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
 
@@ -269,7 +275,7 @@ def test_gen_dfdc_mri_predicts_one_mri_per_crop(pipeline):
             assert sorted(p.name for p in (mris / video.name).iterdir()) == names
             images = [cv2.imread(str(mris / video.name / n)) for n in names]
             assert all(i.shape == (256, 256, 3) for i in images)
-            assert not np.array_equal(images[0], images[1])  # each crop's own MRI (original bug 1)
+            assert not np.array_equal(images[0], images[1])  # each crop's own MRI (README, Differences #10)
         plain = pd.read_csv(cfg.asset(f"data_path.dfdc.{split}_frame_labels_csv_filename"))
         mri = pd.read_csv(cfg.asset(f"features.dfdc.{split}_mriframe_label"))
         assert plain.equals(mri)

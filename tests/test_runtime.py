@@ -7,7 +7,8 @@ import pytest
 import torch
 import yaml
 
-from utils.config import ConfigError, load_config
+from utils.config import load_config
+from utils.errors import ConfigError
 from utils.runtime import choose_device, new_run_dir, seed_everything
 
 

@@ -3,11 +3,12 @@ import logging
 
 import numpy as np
 import pytest
-
-from utils.synthetic import face_frames, face_photo, make_face_video
-from utils.video import VideoError, VideoReader, list_videos, probe, sampled_frames
-
 from conftest import VIDEO_FPS, VIDEO_FRAMES, VIDEO_H, VIDEO_W
+
+from tests.helpers import sampled_frames
+from utils.demo.synthetic import face_frames, face_photo, make_face_video
+from utils.errors import VideoError
+from utils.media.video import VideoReader, list_videos, probe
 
 
 def test_probe_reports_count_fps_and_size(face_video):
@@ -75,7 +76,7 @@ def test_missing_file_and_folder_are_named(tmp_path):
 
 def test_stream_cut_in_the_middle_is_marked_truncated(tmp_path, caplog):
     # AVI keeps its frames readable up to the cut, unlike mp4 whose index sits at the end.
-    from utils.synthetic import write_video
+    from utils.demo.synthetic import write_video
 
     frames = [frame for frame, _ in face_frames(face_photo("grace_hopper"), 160, 120, 40, seed=2)]
     whole = write_video(tmp_path / "whole.avi", frames, fps=10)

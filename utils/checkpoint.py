@@ -10,21 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from utils.config import ConfigError
+from utils.errors import CheckpointError
 
 # Where a checkpoint dict keeps a model's weights: ours and the original project's key names.
 STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_state_dict", "state_dict")
 
 # The only classes beyond tensors and plain containers allowed while unpickling: the original stored
-# log folders as pathlib paths (original.md bug 22). Rebuilding a path from strings runs no code.
+# log folders as pathlib paths (README, Differences #11). Rebuilding a path from strings runs no code.
 ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
-
-
-class CheckpointError(ConfigError):
-    """A checkpoint that is missing, unreadable, refused or does not fit the model (one line, names the file).
-
-    A ConfigError (hence a ValueError), so scripts report it as bad input with exit code 2.
-    """
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -80,17 +73,6 @@ def load_state(model: nn.Module, checkpoint: Any, key: str | None = None,
                                   f"{tuple(state[name].shape)}, the model expects {tuple(tensor.shape)} "
                                   "(different network width?)")
     model.load_state_dict(state, strict=True)
-
-
-def load_checkpoint(path: str | Path, model: nn.Module | None = None, key: str | None = None) -> Any:
-    """Read `path` safely; when `model` is given, load its weights (from `key`, or the one known key).
-
-    Returns the whole checkpoint (usually a dict) so callers can read optimizer state, epoch, etc.
-    """
-    checkpoint = read_checkpoint(path)
-    if model is not None:
-        load_state(model, checkpoint, key, source=path)
-    return checkpoint
 
 
 def _unsafe_globals(path: Path) -> str:

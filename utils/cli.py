@@ -10,18 +10,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from utils.config import Config, ConfigError, load_config
-from utils.video import VideoError
-
-EXIT_OK = 0
-EXIT_FAILURE = 1  # a step failed
-EXIT_BAD_INPUT = 2  # bad configuration, flags or input file
-EXIT_NO_FACE = 3  # the video holds no detectable face
-EXIT_INTERRUPTED = 130
-
-
-class NoFaceError(RuntimeError):
-    """No face was found in any sampled frame of a video."""
+from utils.config import Config, load_config
+from utils.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, NoFaceError, StepFailed, VideoError, exit_code
 
 
 def make_parser(description: str, epilog: str | None = None, device: bool = True) -> argparse.ArgumentParser:
@@ -47,19 +37,17 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def run(main: Callable[[], int | None]) -> None:
-    """Call `main` and exit with its code; known errors become one line on stderr, never a traceback."""
+    """Call `main` and exit with its code; our errors become one line on stderr and the exit code
+    utils.errors gives them, never a traceback."""
     prog = Path(sys.argv[0]).name
     try:
         code = main()
-    except (ConfigError, VideoError) as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        code = EXIT_BAD_INPUT
-    except NoFaceError as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        code = EXIT_NO_FACE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted; finished outputs are kept, re-run the same command to resume",
-              file=sys.stderr)
-        code = EXIT_INTERRUPTED
+    except (ConfigError, VideoError, NoFaceError, StepFailed, KeyboardInterrupt) as exc:
+        code = exit_code(exc)
+        if isinstance(exc, KeyboardInterrupt):
+            print(f"{prog}: interrupted; finished outputs are kept, re-run the same command to resume", file=sys.stderr)
+        elif code == EXIT_BAD_INPUT:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+        else:
+            print(f"{prog}: {exc}", file=sys.stderr)
     sys.exit(EXIT_OK if code is None else code)
-

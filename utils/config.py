@@ -13,12 +13,10 @@ from typing import Any, Iterable, Sequence
 
 import yaml
 
+from utils.errors import ConfigError
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = PROJECT_ROOT / "config.yml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem; its message is one line naming the offending key."""
 
 
 @dataclass(frozen=True)

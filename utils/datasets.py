@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.config import ConfigError
+from utils.config import Config
+from utils.errors import ConfigError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -93,3 +94,25 @@ def image_files(folder: Path) -> list[Path]:
     """Image files of a flat folder (FDF, FFHQ), sorted."""
     return sorted(p for p in Path(folder).iterdir()
                   if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+
+
+def split_labels(cfg: Config, split: str) -> dict[str, int]:
+    """Video stem -> label (0 real, 1 fake) for a DFDC split."""
+    if split == "train":
+        return {v.video_id: v.label for v in dfdc_train_videos(cfg.path("data_path.dfdc.train"))}
+    folder = cfg.path(f"data_path.dfdc.{split}")
+    return read_split_labels(folder / cfg[f"data_path.dfdc.{split}_labels_csv_filename"])
+
+
+def frame_label_keys(split: str, kind: str) -> tuple[str, str]:
+    """(config key of the per-video image folders, config key of the frame-label CSV) for a split and kind."""
+    if kind == "plain":
+        return f"features.dfdc.crop_faces.{split}", f"data_path.dfdc.{split}_frame_labels_csv_filename"
+    return f"features.dfdc.{split}_mrip2p_faces", f"features.dfdc.{split}_mriframe_label"
+
+
+def frame_label_csvs(cfg: Config, split: str, kind: str) -> tuple[Path, Path, Path]:
+    """(root folder of per-video images, frame-label CSV, per-video CSV) for a split and kind plain|mri."""
+    root_key, csv_key = frame_label_keys(split, kind)
+    csv = cfg.asset(csv_key)
+    return cfg.path(root_key), csv, csv.with_name(f"{csv.stem}_videos.csv")

@@ -4,6 +4,7 @@ A process killed mid-write leaves only a hidden '.<name>.partial<suffix>' file, 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from contextlib import contextmanager
@@ -69,3 +70,12 @@ def read_rgb(path: str | Path) -> np.ndarray:
     if image is None:
         raise OSError(f"{path}: cannot read image")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def sha256(path: Path) -> str:
+    """The file's SHA-256 as hex, read in 1 MiB blocks (recorded with the weights a run used)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from utils.config import PROJECT_ROOT, Config, ConfigError
+from utils.config import PROJECT_ROOT, Config
+from utils.errors import ConfigError
 
 RECORDED_PACKAGES = (
     "torch", "torchvision", "timm", "facenet-pytorch", "numpy", "opencv-python-headless", "scikit-image",

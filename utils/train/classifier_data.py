@@ -1,5 +1,5 @@
 """Classifier data: frame-label CSVs, the face/MRI image dataset, its transforms, the balanced loss.
-Follows original.md 6.2 with bugs 17 (augmentation), 18 (loss, accuracy), 19 (bad files), 32 (subsets) fixed."""
+The original's, without its bugs in augmentation, loss, accuracy, bad files and subsets (README, Differences #14, #16)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,19 +13,14 @@ from PIL import Image, ImageFilter
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from models.classifier import IMAGENET_MEAN, IMAGENET_STD
-from utils.training import DataFileError, read_image
+from utils.errors import DataFileError, FrameReadError
+from utils.infer.transforms import eval_steps
+from utils.media.images import read_image
 
 FRAME_LABEL_COLUMNS = ("video_id", "frame", "label")
 TRANSFORMS = ("eval", "simple", "complex")
-
-
-class FrameReadError(DataFileError):
-    """A face or MRI image cannot be read; the message names the file (never skipped silently).
-    A DataFileError, so the scripts print it as one line (also from DataLoader workers), exit code 2."""
 
 
 def read_frame_labels(csv_path: str | Path) -> pd.DataFrame:
@@ -47,7 +42,7 @@ def read_frame_labels(csv_path: str | Path) -> pd.DataFrame:
 def subset_videos(table: pd.DataFrame, size: float, seed: int) -> pd.DataFrame:
     """Keep a seeded random share `size` of the VIDEOS of each label (stratified; at least one video
     per label present), with all their frames. size >= 1 keeps everything. The original kept the
-    first rows instead (bug 32)."""
+    first rows instead (README, Differences #16)."""
     if size >= 1:
         return table
     rng = np.random.default_rng(seed)
@@ -73,7 +68,7 @@ class RandomBoxBlur:
 
 class RandomStrengthJitter:
     """Brightness or contrast jitter whose strength s ~ U(0, 1) is drawn per call, then the factor
-    ~ U(1 - s, 1 + s). The original drew s once at start-up, fixing it for the whole run (bug 17)."""
+    ~ U(1 - s, 1 + s). The original drew s once at start-up, fixing it for the whole run (README, Differences #14)."""
 
     def __init__(self, kind: str):
         self.adjust = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast}[kind]
@@ -95,15 +90,11 @@ def build_transform(kind: str, size: int = 224) -> T.Compose:
     """
     if kind not in TRANSFORMS:
         raise ValueError(f"unknown transform {kind!r}; choose from {', '.join(TRANSFORMS)}")
-    steps = [
-        T.Resize((size, size), interpolation=InterpolationMode.BILINEAR),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ]
+    steps = eval_steps(size)
     if kind in ("simple", "complex"):
         steps.append(T.RandomErasing(p=0.3))
     if kind == "complex":
-        # The original passed 224 as RandomCrop's padding, so crops were mostly black border (bug 17).
+        # The original passed 224 as RandomCrop's padding, so crops were mostly black border (README, Differences #14).
         steps[:0] = [
             T.RandomChoice([T.RandomCrop(size, pad_if_needed=True), RandomStrengthJitter("contrast"),
                             RandomBoxBlur()]),
@@ -146,7 +137,7 @@ class FrameDataset(Dataset):
 def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """(loss, fake_loss, real_loss): BCE-with-logits averaged separately over fake (target > 0.5) and
     real samples; loss is the mean over the classes present in the batch. A missing class gives None
-    and is not counted (the original still divided by 2, bug 18)."""
+    and is not counted (the original still divided by 2, README, Differences #14)."""
     if logits.numel() == 0:
         raise ValueError("balanced_bce needs a non-empty batch")
     is_fake = targets > 0.5
@@ -157,13 +148,8 @@ def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optiona
     return torch.stack(present).mean(), parts[0], parts[1]
 
 
-def balanced_bce(logits: Tensor, targets: Tensor) -> Tensor:
-    """The classifier's training loss: the mean of the fake-class and real-class BCE (classes present)."""
-    return balanced_bce_parts(logits, targets)[0]
-
-
 class EpochMeter:
-    """Accumulates one epoch: accuracy over all samples (not a mean of batch accuracies, bug 18) and
+    """Accumulates one epoch: accuracy over all samples (not a mean of batch accuracies, README, Differences #14) and
     sample-weighted losses. A prediction is fake when sigmoid(logit) > 0.5; a target when > 0.5, so
     smoothed labels count as their class."""
 

@@ -1,5 +1,5 @@
-"""Frame- and video-level metrics, the one video rule, the validation grid search and ROC plots.
-Fake is the positive class (label 1); every rate comes from raw confusion counts (original bug 26)."""
+"""Frame- and video-level metrics, per-video verdicts under the one video rule (utils.infer.rule), the validation
+grid search and ROC plots. Fake is the positive class (label 1); every rate comes from raw confusion counts."""
 from __future__ import annotations
 
 import math
@@ -11,10 +11,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score, roc_curve
 
 from utils.fileio import atomic_path
-
-# A fraction such as 0.3 * 10 evaluates to 3.0000000000000004; without this slack "3 of 10 faces"
-# would not count as "at least 30 %".
-_FRACTION_SLACK = 1e-9
+from utils.infer.rule import video_rule
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -83,25 +80,6 @@ def eer(labels: Sequence[int], scores: Sequence[float]) -> float:
     return float(fpr[i - 1] + share * (fpr[i] - fpr[i - 1]))
 
 
-def video_rule(probs: Sequence[float], fake_threshold: float, fake_fraction: float) -> tuple[bool, float, int]:
-    """The one video rule (evaluation, grid search and app): a face is fake when p > fake_threshold;
-    the video is fake when its fake faces are at least `fake_fraction` of its faces.
-
-    Returns (is_fake, fake_prob, n_fake); fake_prob is the mean p of the fake faces, 0 when there are
-    none (the original's ROC score). Every face crop counts, so a frame with two faces counts twice.
-    For fake_threshold >= 0.5 this equals the original's "p > 0.5 and p > t_f".
-    """
-    probs = np.asarray(probs, dtype=float)
-    if probs.size == 0:
-        raise ValueError("video_rule needs at least one face probability (a video without faces is "
-                         "reported separately, not classified)")
-    fake = probs > fake_threshold
-    n_fake = int(fake.sum())
-    is_fake = n_fake >= fake_fraction * probs.size - _FRACTION_SLACK
-    fake_prob = float(probs[fake].mean()) if n_fake else 0.0
-    return bool(is_fake), fake_prob, n_fake
-
-
 def _video_groups(frame_table: pd.DataFrame) -> tuple[list, list[np.ndarray], list | None]:
     """(video ids, per-video probability arrays, per-video labels or None), videos sorted by id."""
     missing = {"video_id", "prob"} - set(frame_table.columns)
@@ -153,7 +131,7 @@ def video_metrics(video_table: pd.DataFrame, no_face_labels: Mapping | pd.Series
     face probability (fake_prob is 0 for every video judged real, which is no probability).
 
     `no_face_labels` maps the id of every video where no face was found to its label. Those videos
-    are never dropped (original bug 25): they are counted (n_no_face, no_face_videos) and scored as
+    are never dropped (README, Differences #15): they are counted (n_no_face, no_face_videos) and scored as
     real (verdict 0, fake_prob 0), so a fake without faces counts as a miss; in the log loss their
     probability is 0.5 (no evidence either way).
     """
@@ -177,7 +155,7 @@ def grid_search(frame_table_valid: pd.DataFrame, thresholds: Sequence[float],
                 fractions: Sequence[float]) -> tuple[float, float, pd.DataFrame]:
     """Choose the video rule's (fake_threshold, fake_fraction) by video accuracy on VALIDATION faces.
 
-    Call it on the validation split only (original bug 6: the original tuned on test); the chosen
+    Call it on the validation split only (README, Differences #12: the original tuned on test); the chosen
     pair is then applied unchanged to the test split. Settings are tried thresholds-major, and the
     first with the highest accuracy wins, as in the original. Returns (best_threshold,
     best_fraction, table of every setting with columns fake_threshold, fake_fraction, accuracy).

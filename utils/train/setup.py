@@ -1,4 +1,5 @@
-"""Run set-up shared by the trainers: the configuration of a new or resumed run, its run folder, per-process batch.
+"""What both trainers share around their loop: the configuration of a new or resumed run, its run folder and
+logs, the per-process batch, and `run_training`, the one fresh/resume/torchrun sequence both trainers follow.
 A resumed run uses the configuration stored in its checkpoint (--set may change keys, e.g. more epochs)."""
 from __future__ import annotations
 
@@ -6,14 +7,17 @@ import argparse
 import tempfile
 from datetime import datetime
 from pathlib import Path
+from typing import Callable, Protocol
 
 import yaml
 
-from utils.checkpoint import CheckpointError, read_checkpoint
+from utils.checkpoint import read_checkpoint
 from utils.cli import config_from_args
-from utils.config import Config, ConfigError, load_config
+from utils.config import Config, load_config
+from utils.errors import CheckpointError, ConfigError
+from utils.names import PERIODIC
 from utils.runtime import new_run_dir, record_run
-from utils.training import CsvLog, DistContext, Position, continue_in_place
+from utils.train.loop import CsvLog, DistContext, Position, Trainer, continue_in_place
 
 
 def config_for_resume(checkpoint_path: str, overrides: list[str]) -> tuple[Config, dict]:
@@ -76,3 +80,45 @@ def per_process_batch(batch_size: int, world_size: int, key: str) -> int:
     if batch_size % world_size:
         raise ConfigError(f"config key '{key}': {batch_size} cannot be split over {world_size} processes")
     return batch_size // world_size
+
+
+class TrainingTask(Protocol):
+    """What a trainer hands `run_training`: its Trainer, and the hooks the loop calls."""
+
+    trainer: Trainer
+
+    def restore(self, checkpoint: dict, source: str) -> None: ...
+
+    def open_logs(self, history_dir: str | None) -> None: ...
+
+    def close_logs(self) -> None: ...
+
+    def epoch_loader(self, epoch: int, skip_batches: int): ...
+
+    def train_step(self, batch) -> dict: ...
+
+    def end_epoch(self, epoch: int) -> None: ...
+
+
+def run_training(cfg: Config, ctx: DistContext, task_name: str, label: str, epochs: int,
+                 build_task: Callable[[Path | None], TrainingTask], resume_path: str | None,
+                 checkpoint: dict | None, max_steps: int | None = None) -> tuple[TrainingTask, Path | None, str | None, bool]:
+    """The sequence both trainers follow, fresh or resumed, in one process or under torchrun: make the run folder
+    (rank 0, under logs/<time>/<task_name>/), build the task in it, restore the checkpoint, open the logs, train,
+    close the logs. `label` names the run in what is printed.
+
+    Everything that can fail on bad data or weights belongs in `build_task`'s caller, before this runs, so no run
+    folder is made for a run that cannot start. Returns (task, run folder on rank 0, folder whose history was
+    carried over, whether every epoch finished; False when max_steps stopped the run as if it were interrupted).
+    """
+    run_dir, history_dir = prepare_run_dir(cfg, ctx, task_name, PERIODIC, resume_path, checkpoint)
+    task = build_task(run_dir)
+    if checkpoint is not None:
+        task.restore(checkpoint, resume_path)
+    task.open_logs(history_dir)
+    if ctx.is_main:
+        print(f"{label} run folder: {run_dir} (device {ctx.device}, {ctx.world_size} process(es), "
+              f"seed {cfg['runtime.seed']})", flush=True)
+    finished = task.trainer.run(epochs, task.epoch_loader, task.train_step, task.end_epoch, max_steps)
+    task.close_logs()
+    return task, run_dir, history_dir, finished

@@ -1,5 +1,5 @@
-"""Run a trained MRI-GAN generator: face crops in, MRI images out (uint8), plus held-out scoring for training.
-Eval mode, no gradients, each batch its own images (original.md bugs 1, 7, 8)."""
+"""Run a trained MRI-GAN generator: face crops in, MRI images out (uint8).
+Eval mode, no gradients, each batch its own images (README, Differences #10)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -9,15 +9,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_msssim import ssim
 from torch import nn
 
-from models.mri_gan import Generator, MRIGANLoss
-from utils.checkpoint import CheckpointError, load_state, read_checkpoint
-from utils.mri_gan_data import image_tensor
-from utils.training import DistContext, all_reduce_sum
+from models.mri_gan import Generator
+from utils.checkpoint import load_state, read_checkpoint
+from utils.errors import CheckpointError
+from utils.names import GENERATOR_KEY
 
-GENERATOR_KEY = "generator_state_dict"
 IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
 
 
@@ -63,6 +61,15 @@ def eval_mode(*modules: nn.Module) -> Iterator[None]:
             module.train(mode)
 
 
+def image_tensor(image: Image.Image, imsize: int) -> torch.Tensor:
+    """(3, imsize, imsize) float tensor in [-1, 1]: PIL bilinear resize, then mean/std 0.5 normalisation,
+    the MRI-GAN input (and target) preprocessing of the original."""
+    if image.size != (imsize, imsize):
+        image = image.resize((imsize, imsize), Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.float32) / 255.0
+    return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1).contiguous()
+
+
 def face_batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
     """RGB uint8 crops of any size -> (B, 3, 256, 256) in [-1, 1], preprocessed as the original."""
     tensors = []
@@ -83,40 +90,3 @@ def predict_mris(generator: nn.Module, faces: Sequence[np.ndarray], device: torc
             batch = face_batch(faces[start:start + batch_size]).to(device)
             mris.extend(to_uint8(generator(batch), original_rendering))
     return mris
-
-
-def per_image_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """SSIM of each image pair (B,) for images in [-1, 1], computed as in the SSIM loss (data range 255);
-    the original's logged score used the wrong data range (original.md bug 28)."""
-    return ssim((fake + 1) / 2 * 255, (real + 1) / 2 * 255, data_range=255, size_average=False,
-                win_size=11, win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
-
-
-def evaluate(generator: nn.Module, discriminator: nn.Module, loader, loss: MRIGANLoss,
-             ctx: DistContext) -> dict[str, float]:
-    """Mean SSIM, pixel MSE, G loss and D loss over a held-out loader (all ranks' shards together)."""
-    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)  # ssim, pixel, loss_G, loss_D, count
-    with eval_mode(generator, discriminator), torch.inference_mode():
-        for batch in loader:
-            face, target = batch["A"].to(ctx.device), batch["B"].to(ctx.device)
-            fake = generator(face)
-            scores = discriminator(torch.cat([fake, target]), torch.cat([face, face]))
-            losses_G = loss.generator_loss(scores[:len(face)], fake, target)
-            loss_D = loss.discriminator_loss(scores[len(face):], scores[:len(face)])[0]
-            n = len(face)
-            sums += torch.tensor([per_image_ssim(fake, target).sum().item(),
-                                  ((fake - target) ** 2).mean(dim=(1, 2, 3)).sum().item(),
-                                  losses_G["total"].item() * n, loss_D.item() * n, n],
-                                 dtype=torch.float64, device=ctx.device)
-    ssim_sum, pixel_sum, g_sum, d_sum, count = all_reduce_sum(sums, ctx).tolist()
-    count = max(count, 1.0)
-    return {"test_ssim": ssim_sum / count, "test_pixel": pixel_sum / count,
-            "test_loss_G": g_sum / count, "test_loss_D": d_sum / count}
-
-
-def sample_rows(generator: nn.Module, faces: torch.Tensor, targets: torch.Tensor,
-                device: torch.device) -> list[list[np.ndarray]]:
-    """[face, target MRI, generated MRI] as uint8 images for each sample (the training sample grid)."""
-    with eval_mode(generator), torch.inference_mode():
-        generated = generator(faces.to(device))
-    return [list(images) for images in zip(to_uint8(faces), to_uint8(targets), to_uint8(generated))]

@@ -4,7 +4,6 @@ Used by detect_deepfake_app.py; every model is loaded once per Detector and reus
 """
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,26 +12,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from utils.checkpoint import CheckpointError, read_checkpoint
+from utils.checkpoint import read_checkpoint
 from utils.config import Config
-from utils.faces import FaceDetector, crop_face
-from utils.fileio import write_png
-from utils.metrics import video_rule
-from utils.video import VideoReader
+from utils.errors import CheckpointError
+from utils.fileio import sha256, write_png
+from utils.infer.rule import video_rule
+from utils.media.faces import FaceDetector, crop_face
+from utils.media.video import VideoReader
+from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
 
-METHODS = ("plain_frames", "MRI")
-CLASSIFIER_FILES = {"plain_frames": "deepfake_plain_frames_weights.chkpt", "MRI": "deepfake_MRI_weights.chkpt"}
-GENERATOR_FILE = "MRI_GAN_weights.chkpt"
 CLASSIFY_BATCH = 32
 MRI_BATCH = 8
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -75,9 +65,10 @@ class Detector:
     def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
                  fake_threshold: float | None = None, fake_fraction: float | None = None,
                  need_generator: bool = False, original_mri_rendering: bool = False):
-        from models.classifier import classifier_from_checkpoint
-        from utils.classifier_data import build_transform
-        from utils.mri_gan_infer import load_generator
+        # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
+        from utils.infer.classifier import classifier_from_checkpoint
+        from utils.infer.generator import load_generator
+        from utils.infer.transforms import eval_transform
 
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
@@ -86,18 +77,18 @@ class Detector:
         classifier_path = ((weights_dir or cfg.path("assets") / "weights") / CLASSIFIER_FILES[method]).resolve()
         generator_path = (weights_dir / GENERATOR_FILE if weights_dir else cfg.asset("MRI_GAN.weights")).resolve()
         check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
-                      f"--export (dataset {'plain' if method == 'plain_frames' else 'mri'})")
+                      f"--export (dataset {DATASET_OF_METHOD[method]})")
         checkpoint = read_checkpoint(classifier_path)
         self.classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
         # channels-last memory layout: about a third faster for EfficientNet on CPU (measured), same weights
         self.classifier.to(device, memory_format=torch.channels_last).eval()
-        self.transform = build_transform("eval", self.classifier.input_size)
+        self.transform = eval_transform(self.classifier.input_size)
         self.models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
                                       "encoder": self.classifier.encoder_name}}
         self.generator = None
         if method == "MRI" or need_generator:
             check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
-                          f"checkpoint_best_G.chkpt to {GENERATOR_FILE}")
+                          f"{BEST_G} to {GENERATOR_FILE}")
             self.generator = load_generator(generator_path, device)
             self.models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
         self.original_mri_rendering = original_mri_rendering
@@ -131,7 +122,7 @@ class Detector:
         mris = None
         if self.generator is not None:
             mark = time.perf_counter()
-            from utils.mri_gan_infer import predict_mris
+            from utils.infer.generator import predict_mris
 
             mris = predict_mris(self.generator, crops, self.device, MRI_BATCH, self.original_mri_rendering)
             result.timings["mri_s"] = time.perf_counter() - mark

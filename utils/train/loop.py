@@ -15,17 +15,16 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.distributed as dist
-from PIL import Image
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler, Sampler, SequentialSampler
 from tqdm import tqdm
 
-from utils.checkpoint import CheckpointError, load_state
-from utils.config import ConfigError
+from utils.checkpoint import load_state
+from utils.errors import CheckpointError
 from utils.fileio import atomic_path, write_png
+from utils.names import PERIODIC
 from utils.runtime import choose_device, seed_everything
-
 
 # --- processes ------------------------------------------------------------------------------------
 
@@ -129,31 +128,6 @@ def mean_over_ranks(values: dict[str, torch.Tensor], ctx: DistContext) -> dict[s
 # --- data -----------------------------------------------------------------------------------------
 
 
-class DataFileError(ConfigError):
-    """A data file that cannot be read (one line naming the file; exit code 2 in the scripts).
-
-    DataLoader workers re-raise errors as `type(message + traceback)`; the constructor keeps only the last
-    line, our own message, so the error stays one line.
-    """
-
-    def __init__(self, message: str):
-        if message.startswith("Caught ") and "Traceback" in message:
-            last = message.strip().splitlines()[-1]
-            message = last.split(": ", 1)[1] if last.startswith(type(self).__module__) else last
-        super().__init__(message)
-
-
-def read_image(path: str | Path, error: type[DataFileError] = DataFileError) -> Image.Image:
-    """An image file as an RGB PIL image (pixels loaded, so truncation shows here); a missing or corrupt file
-    raises `error` naming it, never a silent substitute (original.md bug 19)."""
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
-        reason = "file not found" if isinstance(exc, FileNotFoundError) else str(exc).splitlines()[0][:120]
-        raise error(f"{path}: cannot read image ({reason})") from None
-
-
 class ShardSampler(Sampler):
     """Indices `rank, rank + world, ...` with no padding: each item is seen exactly once over all ranks."""
 
@@ -215,6 +189,33 @@ def make_loader(dataset: Dataset, batch_size: int, ctx: DistContext, *, seed: in
 def progress(iterable: Iterable, ctx: DistContext, **kwargs) -> tqdm:
     """A tqdm bar on rank 0; other ranks iterate silently."""
     return tqdm(iterable, disable=not ctx.is_main, dynamic_ncols=True, leave=False, **kwargs)
+
+
+class MixedPrecision:
+    """Autocast and gradient scaling for training steps: mixed precision on CUDA when enabled, float32 otherwise
+    (the CPU always trains in float32). One object per trainer; its scaler is saved in the checkpoints."""
+
+    def __init__(self, device: torch.device, enabled: bool):
+        self.device_type = device.type
+        self.enabled = enabled and device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda") if self.enabled else None
+
+    def autocast(self):
+        return torch.autocast(self.device_type, enabled=self.enabled)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+
+    def step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.scaler is not None:
+            self.scaler.step(optimizer)
+        else:
+            optimizer.step()
+
+    def update(self) -> None:
+        """Once per training step, after every optimizer of the step has stepped."""
+        if self.scaler is not None:
+            self.scaler.update()
 
 
 # --- random state ---------------------------------------------------------------------------------
@@ -372,7 +373,7 @@ class Trainer:
 
     def __init__(self, ctx: DistContext, run_dir: Path | None, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], *, config: dict, checkpoint_every: int,
-                 periodic_name: str = "checkpoint.chkpt", extra: dict | None = None, scaler=None):
+                 periodic_name: str = PERIODIC, extra: dict | None = None, scaler=None):
         self.ctx, self.run_dir = ctx, run_dir
         self.modules, self.optimizers, self.scaler = modules, optimizers, scaler
         self.config, self.extra = config, dict(extra or {})

@@ -19,14 +19,12 @@ if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
 
 import numpy as np  # noqa: E402
 
+from utils.errors import VideoError  # noqa: E402
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v")
 _CONTAINER_MAGIC = (b"ftyp", b"RIFF", b"\x1aE\xdf\xa3", b"moov", b"mdat", b"free")
-
-
-class VideoError(ValueError):
-    """A video that cannot be used; the message names the file and the reason in one line."""
 
 
 @dataclass(frozen=True)
@@ -134,12 +132,6 @@ def probe(path: str | Path) -> VideoInfo:
         return reader.info
 
 
-def sampled_frames(path: str | Path, step: int) -> Iterator[tuple[int, np.ndarray]]:
-    """Shorthand: open `path` and yield (frame_index, RGB frame) for every `step`-th frame."""
-    with VideoReader(path) as reader:
-        yield from reader.frames(step)
-
-
 def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS,
                 recursive: bool = False) -> list[Path]:
     """Video files in `folder` by extension (case-insensitive), sorted by path so every run agrees."""
@@ -148,3 +140,26 @@ def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIO
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.is_file() and p.suffix.lower() in wanted
                   and not p.name.startswith("."))
+
+
+def write_video(path: str | Path, frames, fps: float = 10.0, fourcc: str = "mp4v") -> Path:
+    """Write RGB frames to `path` (codec `fourcc`), atomically: a temp file renamed when complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                height, width = frame.shape[:2]
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+                if not writer.isOpened():
+                    raise OSError(f"OpenCV cannot write {fourcc} video to {tmp}")
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    finally:
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise ValueError("write_video needs at least one frame")
+    tmp.replace(path)
+    return path

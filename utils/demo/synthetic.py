@@ -10,6 +10,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from utils.config import PROJECT_ROOT
+from utils.media.video import write_video
+
 # Head-and-shoulders regions (x1, y1, x2, y2) of the shipped photos, chosen so the face fills a good share.
 _HEAD_REGIONS = {
     "astronaut": (120, 20, 330, 250),
@@ -73,50 +76,11 @@ def face_frames(photo: np.ndarray, width: int, height: int, n_frames: int, seed:
         yield frame, (x, y, w, h)
 
 
-def write_video(path: str | Path, frames, fps: float = 10.0, fourcc: str = "mp4v") -> Path:
-    """Write RGB frames to `path` (codec `fourcc`), atomically: a temp file renamed when complete."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = None
-    try:
-        for frame in frames:
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-                if not writer.isOpened():
-                    raise OSError(f"OpenCV cannot write {fourcc} video to {tmp}")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is None:
-        raise ValueError("write_video needs at least one frame")
-    tmp.replace(path)
-    return path
-
-
 def make_face_video(path: str | Path, face: str = "astronaut", width: int = 320, height: int = 240,
                     n_frames: int = 30, fps: float = 10.0, seed: int = 0, face_height: float = 0.7) -> Path:
     """A small video of one face photo moving over a background; returns its path."""
     frames = (frame for frame, _ in face_frames(face_photo(face), width, height, n_frames, seed, face_height))
     return write_video(path, frames, fps)
-
-
-def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, Path]:
-    """Files that must be rejected cleanly: empty, truncated (half of `good_video`), text named .mp4."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = Path(good_video).read_bytes()
-    files = {
-        "empty": folder / "empty.mp4",
-        "truncated": folder / "truncated.mp4",
-        "text": folder / "text.mp4",
-    }
-    files["empty"].write_bytes(b"")
-    files["truncated"].write_bytes(data[: len(data) // 2])
-    files["text"].write_text("this is not a video\n" * 20, encoding="utf-8")
-    return files
 
 
 def swapped_photo(target: str, source: str, seed: int = 0) -> np.ndarray:
@@ -247,7 +211,7 @@ def dataset_config(data_root: str | Path, out_root: str | Path) -> dict:
             },
             "fdf": {"json_filename": str(feats / "fdf/fdf.json"), "crops_path": str(feats / "fdf/crops")},
             "ffhq": {"json_filename": str(feats / "ffhq/ffhq.json"), "crops_path": str(feats / "ffhq/crops")},
-            "blank_png": str(Path(__file__).resolve().parent.parent / "assets" / "blank.png"),
+            "blank_png": str(PROJECT_ROOT / "assets" / "blank.png"),
         },
         "logging": {"root_log_dir": str(o / "logs")},
     }

@@ -18,11 +18,11 @@ from typing import Callable
 import pandas as pd
 import yaml
 
-from utils.config import PROJECT_ROOT, ConfigError
+from utils.config import PROJECT_ROOT
+from utils.demo.synthetic import dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder
+from utils.errors import ConfigError, StepFailed
 from utils.fileio import atomic_path, write_json
-from utils.synthetic import dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder
-
-METHODS = {"plain": "plain_frames", "mri": "MRI"}
+from utils.names import BEST_G, CLASSIFIER_TASK, GENERATOR_FILE, METHOD_OF_DATASET, MRI_GAN_TASK, PERIODIC
 
 # Sizes of the generated data and of the models. "full" is `make demo`; "quick" is the CI end-to-end test.
 PROFILES = {
@@ -38,10 +38,6 @@ class Step:
     name: str
     title: str
     action: Callable[["Demo"], None]
-
-
-class StepFailed(RuntimeError):
-    """A demo step exited with an error; the message names the step and its log file."""
 
 
 def _tee(process: subprocess.Popen, stream, handle) -> int:
@@ -152,7 +148,7 @@ def preprocess(*flags: str) -> Callable[[Demo], None]:
 def train_or_resume(demo: Demo, name: str, root: Path, *args: str, log: str) -> None:
     """Train with `name` into run folders under `root`; after an interrupted attempt, resume from the newest
     periodic checkpoint there instead (its stored config is used, so --config is not passed)."""
-    periodic = sorted(root.glob("*/*/checkpoint.chkpt"), key=lambda p: p.stat().st_mtime)
+    periodic = sorted(root.glob(f"*/*/{PERIODIC}"), key=lambda p: p.stat().st_mtime)
     if periodic:
         print(f"an earlier attempt was interrupted: resuming from {periodic[-1]}", flush=True)
         demo.script(name, "--train_resume", str(periodic[-1]), *args, log=log, with_config=False)
@@ -163,8 +159,8 @@ def train_or_resume(demo: Demo, name: str, root: Path, *args: str, log: str) -> 
 def train_mri_gan(demo: Demo) -> None:
     root = demo.work / "logs" / "mri_gan"
     train_or_resume(demo, "train_MRI_GAN.py", root, log="train_MRI_GAN")
-    best = newest(root, "*/MRI_GAN/checkpoint_best_G.chkpt")
-    target = demo.work / "assets" / "weights" / "MRI_GAN_weights.chkpt"  # MRI_GAN.weights, read by the next steps
+    best = newest(root, f"*/{MRI_GAN_TASK}/{BEST_G}")
+    target = demo.work / "assets" / "weights" / GENERATOR_FILE  # MRI_GAN.weights, read by the next steps
     target.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(best, target)
     print(f"copied {best} -> {target}")
@@ -224,8 +220,8 @@ def results(demo: Demo) -> dict:
     report = {"profile": demo.profile_name, "step_seconds": dict(demo.state), "methods": {}}
     labels = pd.read_csv(demo.data / "dfdc" / "test" / "data" / "labels.csv")
     truth = dict(zip(labels["filename"], labels["label"]))
-    for dataset, method in METHODS.items():
-        metrics_path = newest(demo.work / "logs" / f"classifier_{dataset}", "*/deep_fake/test*/metrics.json")
+    for dataset, method in METHOD_OF_DATASET.items():
+        metrics_path = newest(demo.work / "logs" / f"classifier_{dataset}", f"*/{CLASSIFIER_TASK}/test*/metrics.json")
         metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
         app = pd.read_csv(demo.out / f"app_{method}.csv")
         app["truth"] = [truth.get(Path(path).name) for path in app["path"]]

@@ -13,7 +13,7 @@ import cv2
 import numpy as np
 import torch
 
-from utils.video import VideoReader
+from utils.media.video import VideoReader
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Augmentation and distraction of training videos: a seeded JSON plan, and augmented copies written from it.
 
-Kinds, parameter ranges and plan proportions are the original's (design notes 4.1), without its bugs 3, 9, 27, 31.
+Kinds, parameter ranges and plan proportions are the original's without its bugs (README, Differences #4 and #6).
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 from skimage.util import random_noise
 
-from utils.synthetic import write_video
-from utils.video import VideoError, VideoReader
+from utils.errors import VideoError
+from utils.media.video import VideoReader, write_video
 
 NOISE_TYPES = ("gaussian", "speckle", "s&p", "pepper", "salt", "poisson", "localvar")
 AUGMENTATIONS = ("blur", "contrast", "brightness", "rotation", "flip_horizontal", "rescale")

@@ -18,16 +18,12 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from utils.config import ConfigError
+from utils.errors import ConfigError, ItemError
 from utils.fileio import write_csv
 
 log = logging.getLogger(__name__)
 
 DONE, SKIPPED, FAILED = "done", "skipped", "failed"
-
-
-class ItemError(Exception):
-    """A problem with one item (unreadable video, no landmarks...): logged, and the step goes on."""
 
 
 @dataclass

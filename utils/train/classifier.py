@@ -1,5 +1,6 @@
-"""The deepfake classifier's training, validation, test and export, on top of the shared Trainer.
-Follows original.md 6.2 and 7 with its bugs fixed: thresholds tuned on validation only, face-less videos counted."""
+"""The deepfake classifier's training, validation, test and export, on top of the shared loop (utils.train.loop)
+and run sequence (utils.train.setup). Thresholds are tuned on validation only; face-less videos are counted
+(README, Differences #12 and #15). deep_fake_detect.py calls `train`, `test` and `export`."""
 from __future__ import annotations
 
 import math
@@ -11,26 +12,53 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.classifier import DeepFakeClassifier, classifier_from_checkpoint
-from utils.checkpoint import CheckpointError, read_checkpoint
-from utils.classifier_data import (EpochMeter, FrameDataset, balanced_bce_parts, build_transform, read_frame_labels,
-                                   subset_videos)
-from utils.config import Config, ConfigError
-from utils.detect import CLASSIFIER_FILES, sha256  # the app's weight file names, and the file hash it reports
-from utils.fileio import write_csv, write_json
-from utils.metrics import frame_metrics, grid_search, json_safe, roc_png, video_metrics, video_verdicts
-from utils.preprocess import frame_label_csvs, frame_label_keys
-from utils.run_setup import open_run_logs, per_process_batch, prepare_run_dir
+from models.classifier import DeepFakeClassifier
+from utils.checkpoint import read_checkpoint
+from utils.config import Config
+from utils.datasets import frame_label_csvs, frame_label_keys
+from utils.errors import CheckpointError, ConfigError
+from utils.evaluation.metrics import frame_metrics, grid_search, json_safe, roc_png, video_metrics, video_verdicts
+from utils.fileio import sha256, write_csv, write_json
+from utils.infer.classifier import build_classifier, classifier_from_checkpoint
+from utils.names import (
+    CLASSIFIER_FILES,
+    CLASSIFIER_KEY,
+    CLASSIFIER_TASK,
+    HIGHEST_ACC,
+    LOWEST_LOSS,
+    METHOD_OF_DATASET,
+    PERIODIC,
+)
 from utils.runtime import new_run_dir
-from utils.training import (CsvLog, DistContext, Trainer, all_reduce_sum, broadcast_object, gather_objects, make_loader,
-                            plot_curves, progress, save_checkpoint, seed_process, unwrap, wrap_model)
+from utils.train.classifier_data import (
+    EpochMeter,
+    FrameDataset,
+    balanced_bce_parts,
+    build_transform,
+    read_frame_labels,
+    subset_videos,
+)
+from utils.train.loop import (
+    CsvLog,
+    DistContext,
+    MixedPrecision,
+    Trainer,
+    all_reduce_sum,
+    broadcast_object,
+    gather_objects,
+    make_loader,
+    plot_curves,
+    progress,
+    save_checkpoint,
+    seed_process,
+    unwrap,
+    wrap_model,
+)
+from utils.train.setup import open_run_logs, per_process_batch, run_training
 
 P = "deep_fake.training.model_params."
 E = "deep_fake.evaluation."
-TASK = "deep_fake"
-PERIODIC, HIGHEST_ACC, LOWEST_LOSS = "checkpoint.chkpt", "highest_acc.chkpt", "lowest_loss.chkpt"
 CRITERION = "BCEWithLogitsLoss"  # the original's test step insists on this string in the checkpoint
-APP_METHOD = {"plain": "plain_frames", "mri": "MRI"}  # model_params.dataset -> the app's --method
 STEP_LOG, EPOCH_LOG = "train_steps.csv", "epochs.csv"
 STEP_COLUMNS = ["epoch", "batch", "step", "loss", "accuracy", "fake_loss", "real_loss", "n", "n_fake", "n_real"]
 EPOCH_COLUMNS = ["epoch", "step", "train_loss", "train_fake_loss", "train_real_loss", "train_accuracy",
@@ -97,7 +125,7 @@ def frame_loader(data: SplitData, transform, batch_size: int, ctx: DistContext, 
 # --- evaluation -----------------------------------------------------------------------------------
 
 
-def predict(model: torch.nn.Module, loader, ctx: DistContext, amp: bool, desc: str) -> pd.DataFrame:
+def predict(model: torch.nn.Module, loader, ctx: DistContext, precision: MixedPrecision, desc: str) -> pd.DataFrame:
     """Per face: video_id, frame, label, logit, probability (= sigmoid(logit), P(fake)), sorted by video and
     frame. In eval mode without gradients; under torchrun each process scores its shard and every process
     gets the whole table."""
@@ -107,7 +135,7 @@ def predict(model: torch.nn.Module, loader, ctx: DistContext, amp: bool, desc: s
     parts = []
     with torch.inference_mode():
         for batch in progress(loader, ctx, desc=desc):
-            with torch.autocast(ctx.device.type, enabled=amp):
+            with precision.autocast():
                 logits = model(batch["image"].to(ctx.device, non_blocking=True))
             parts.append(pd.DataFrame({"video_id": list(batch["video_id"]), "frame": list(batch["frame"]),
                                        "label": batch["label"].numpy().round().astype(int),
@@ -122,7 +150,7 @@ def predict(model: torch.nn.Module, loader, ctx: DistContext, amp: bool, desc: s
 
 
 def frame_report(frames: pd.DataFrame) -> dict:
-    """Frame-level metrics (utils.metrics.frame_metrics: a face is fake when p > 0.5) plus the balanced loss
+    """Frame-level metrics (utils.evaluation.metrics.frame_metrics: a face is fake when p > 0.5) plus the balanced loss
     over the whole split: loss = mean of fake_loss and real_loss, each a mean over its own class."""
     logits = torch.as_tensor(frames["logit"].to_numpy(dtype=np.float32))
     labels = torch.as_tensor(frames["label"].to_numpy(dtype=np.float32))
@@ -142,7 +170,7 @@ def tune_thresholds(frames: pd.DataFrame, cfg: Config) -> tuple[float, float, pd
 
 def video_report(frames: pd.DataFrame, data: SplitData, fake_threshold: float,
                  fake_fraction: float) -> tuple[pd.DataFrame, dict]:
-    """(one row per video of the split, video-level metrics) under the one video rule (utils.metrics.video_rule).
+    """(one row per video of the split, video-level metrics) under the one video rule (utils.evaluation.metrics.video_rule).
     Columns: video_id, label, n_faces, fake_fraction (share of its faces judged fake), mean_probability, verdict
     (1 = fake), n_fake, fake_prob (mean p of the fake faces: the ROC score), status.
 
@@ -195,13 +223,12 @@ class ClassifierTraining:
         model.encoder.get_classifier().requires_grad_(False)
         self.model = wrap_model(model, ctx)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg[P + "learning_rate"])
-        self.amp = ctx.device.type == "cuda" and cfg[P + "fp16"]  # mixed precision on CUDA only
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
+        self.precision = MixedPrecision(ctx.device, cfg[P + "fp16"])  # mixed precision on CUDA only
         extra = {"model_params": model_params(cfg, model), "criterion": CRITERION, "log_dir": str(run_dir),
                  "model_class_name": type(model).__name__}
-        self.trainer = Trainer(ctx, run_dir, {"model_state_dict": self.model}, {"optimizer_state_dict": self.optimizer},
+        self.trainer = Trainer(ctx, run_dir, {CLASSIFIER_KEY: self.model}, {"optimizer_state_dict": self.optimizer},
                                config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], periodic_name=PERIODIC,
-                               extra=extra, scaler=self.scaler)
+                               extra=extra, scaler=self.precision.scaler)
         self.epoch_log: CsvLog | None = None
         self.epoch_started = time.perf_counter()
 
@@ -235,23 +262,19 @@ class ClassifierTraining:
         targets = batch["label"].to(device, non_blocking=True)
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, enabled=self.amp):
+        with self.precision.autocast():
             logits = self.model(images)
         loss, fake_loss, real_loss = balanced_bce_parts(logits.float(), targets)
-        if self.scaler is not None:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            loss.backward()
-            self.optimizer.step()
+        self.precision.backward(loss)
+        self.precision.step(self.optimizer)
+        self.precision.update()
         return batch_stats(logits.detach(), targets, fake_loss, real_loss, self.ctx)
 
     def end_epoch(self, epoch: int) -> None:
         """Validate, tune the video thresholds on validation, keep the best checkpoints, log and plot."""
         train_seconds = time.perf_counter() - self.epoch_started
         started = time.perf_counter()
-        frames = predict(self.model, self.valid_loader, self.ctx, self.amp, desc=f"valid {epoch + 1}")
+        frames = predict(self.model, self.valid_loader, self.ctx, self.precision, desc=f"valid {epoch + 1}")
         frame = frame_report(frames)
         fake_threshold, fake_fraction, grid = tune_thresholds(frames, self.cfg)
         _, video = video_report(frames, self.valid_data, fake_threshold, fake_fraction)
@@ -314,7 +337,7 @@ def batch_stats(logits: torch.Tensor, targets: torch.Tensor, fake_loss: torch.Te
 
 def train_summary(step_log: Path, epoch: int) -> dict:
     """An epoch's training loss and accuracy from its rows in the step log (1-based epoch): each batch weighted
-    by its size, the class losses by their class counts (never a mean of batch means, original bug 18). The log
+    by its size, the class losses by their class counts (never a mean of batch means, README, Differences #14). The log
     is the record kept across resumes; under torchrun its rows describe the batches of all processes."""
     rows = pd.read_csv(step_log)
     rows = rows[rows["epoch"] == epoch]
@@ -334,26 +357,20 @@ def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpo
     the run early, as if it had been interrupted)."""
     if resume_path and checkpoint is None:
         checkpoint = read_checkpoint(resume_path)
-    if checkpoint is not None and "model_state_dict" not in checkpoint:
-        raise CheckpointError(f"{resume_path}: not a classifier checkpoint (no model_state_dict)")
+    if checkpoint is not None and CLASSIFIER_KEY not in checkpoint:
+        raise CheckpointError(f"{resume_path}: not a classifier checkpoint (no {CLASSIFIER_KEY})")
     kind = cfg[P + "dataset"]
     data = {split: read_split(cfg, split, kind) for split in ("train", "valid")}  # data errors come first
     seed_process(cfg["runtime.seed"], ctx)
     # a resumed model gets its weights from the checkpoint; encoder weight errors also come before the run folder
-    weights = None if checkpoint is not None else cfg[P + "encoder_weights"]
-    model = DeepFakeClassifier(cfg["cnn_encoder.default"], encoder_weights=weights)
-    run_dir, history_dir = prepare_run_dir(cfg, ctx, TASK, PERIODIC, resume_path, checkpoint)
-    task = ClassifierTraining(cfg, ctx, run_dir, data, model)
-    if checkpoint is not None:
-        task.restore(checkpoint, resume_path)
-    task.open_logs(history_dir)
+    model = build_classifier(cfg["cnn_encoder.default"], None if checkpoint is not None else cfg[P + "encoder_weights"])
     if ctx.is_main:
-        sizes = ", ".join(f"{name} {len(split.frames)} faces of {split.frames['video_id'].nunique()} videos"
-                          for name, split in data.items())
-        print(f"deep_fake run folder: {run_dir} (dataset {kind}: {sizes}; device {ctx.device}, "
-              f"{ctx.world_size} process(es), seed {cfg['runtime.seed']})", flush=True)
-    finished = task.trainer.run(cfg[P + "epochs"], task.epoch_loader, task.train_step, task.end_epoch, max_steps)
-    task.close_logs()
+        print(f"deep_fake data: dataset {kind}, " + ", ".join(
+            f"{name} {len(split.frames)} faces of {split.frames['video_id'].nunique()} videos"
+            for name, split in data.items()), flush=True)
+    task, run_dir, history_dir, finished = run_training(
+        cfg, ctx, CLASSIFIER_TASK, "deep_fake", cfg[P + "epochs"], lambda folder: ClassifierTraining(cfg, ctx, folder, data, model),
+        resume_path, checkpoint, max_steps)
     best = None
     if ctx.is_main:
         position = task.trainer.position
@@ -380,8 +397,8 @@ def checkpoint_to_test(run_dir: Path, history_dir: str | None) -> Path:
 def read_classifier_checkpoint(path: str | Path) -> dict:
     """A classifier checkpoint (ours or the original's): a dict with model_state_dict and the original's loss."""
     checkpoint = read_checkpoint(path)
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model_state_dict"), dict):
-        raise CheckpointError(f"{path}: not a classifier checkpoint (no model_state_dict)")
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CLASSIFIER_KEY), dict):
+        raise CheckpointError(f"{path}: not a classifier checkpoint (no {CLASSIFIER_KEY})")
     criterion = checkpoint.get("criterion", CRITERION)
     if criterion != CRITERION:
         raise CheckpointError(f"{path}: criterion is {criterion!r}; only {CRITERION} classifiers are supported")
@@ -391,16 +408,16 @@ def read_classifier_checkpoint(path: str | Path) -> dict:
 def checkpoint_dataset(checkpoint: dict, path: str | Path, cfg: Config) -> str:
     """plain or mri: the images the classifier was trained on (the config's dataset if the checkpoint is silent)."""
     dataset = (checkpoint.get("model_params") or {}).get("dataset", cfg[P + "dataset"])
-    if dataset not in APP_METHOD:
+    if dataset not in METHOD_OF_DATASET:
         raise CheckpointError(f"{path}: model_params.dataset is {dataset!r}, expected plain or mri")
     return dataset
 
 
 def thresholds_for_test(cfg: Config, ctx: DistContext, checkpoint: dict, model, kind: str, batch_size: int,
-                        amp: bool) -> tuple[float, float, str]:
+                        precision: MixedPrecision) -> tuple[float, float, str]:
     """(fake_threshold, fake_fraction, where they come from): the pair the checkpoint's validation chose; for a
     checkpoint without one (e.g. the original's), a grid search on the validation split now; without a
-    validation split, the config's pair. Never tuned on the test split (original bug 6)."""
+    validation split, the config's pair. Never tuned on the test split (README, Differences #12)."""
     stored = checkpoint.get("thresholds")
     if isinstance(stored, dict) and {"fake_threshold", "fake_fraction"} <= set(stored):
         source = checkpoint.get("thresholds_source", "validation grid search")
@@ -409,7 +426,7 @@ def thresholds_for_test(cfg: Config, ctx: DistContext, checkpoint: dict, model, 
         valid = read_split(cfg, "valid", kind)
         loader = frame_loader(valid, build_transform("eval", model.input_size), batch_size, ctx, cfg["runtime.seed"],
                               cfg["runtime.loader_workers"])
-        fake_threshold, fake_fraction, _ = tune_thresholds(predict(model, loader, ctx, amp, "valid"), cfg)
+        fake_threshold, fake_fraction, _ = tune_thresholds(predict(model, loader, ctx, precision, "valid"), cfg)
         source = "validation grid search run at test time; none was stored in the checkpoint"
         return fake_threshold, fake_fraction, source
     return (cfg[E + "fake_threshold"], cfg[E + "fake_fraction"],
@@ -437,13 +454,14 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     test_data = read_split(cfg, "test", kind)
     model = classifier_from_checkpoint(checkpoint, checkpoint_path, cfg["cnn_encoder.default"]).to(ctx.device)
     batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
-    amp = ctx.device.type == "cuda" and cfg[P + "fp16"]
-    fake_threshold, fake_fraction, source = thresholds_for_test(cfg, ctx, checkpoint, model, kind, batch_size, amp)
+    precision = MixedPrecision(ctx.device, cfg[P + "fp16"])
+    fake_threshold, fake_fraction, source = thresholds_for_test(cfg, ctx, checkpoint, model, kind, batch_size,
+                                                                precision)
     if ctx.is_main:
-        out_dir = fresh_folder(Path(out_dir)) if out_dir else new_run_dir(cfg, TASK, "test")
+        out_dir = fresh_folder(Path(out_dir)) if out_dir else new_run_dir(cfg, CLASSIFIER_TASK, "test")
     loader = frame_loader(test_data, build_transform("eval", model.input_size), batch_size, ctx, cfg["runtime.seed"],
                           cfg["runtime.loader_workers"])
-    frames = predict(model, loader, ctx, amp, desc="test")
+    frames = predict(model, loader, ctx, precision, desc="test")
     if not ctx.is_main:
         return None
     videos, video = video_report(frames, test_data, fake_threshold, fake_fraction)
@@ -494,13 +512,13 @@ def export(checkpoint_path: str | Path, cfg: Config) -> dict:
     source = Path(checkpoint_path).resolve()
     params = {key: str(value) if isinstance(value, PurePath) else value
               for key, value in (checkpoint.get("model_params") or {}).items()}
-    weights = {"model_state_dict": checkpoint["model_state_dict"], "model_params": params, "criterion": CRITERION,
+    weights = {CLASSIFIER_KEY: checkpoint[CLASSIFIER_KEY], "model_params": params, "criterion": CRITERION,
                "source_checkpoint": str(source), "source_sha256": sha256(source)}
     stored = checkpoint.get("thresholds")
     if isinstance(stored, dict):
         weights["thresholds"] = {name: float(stored[name]) for name in ("fake_threshold", "fake_fraction")}
         weights["thresholds_source"] = checkpoint.get("thresholds_source", "validation grid search")
-    method = APP_METHOD[kind]
+    method = METHOD_OF_DATASET[kind]
     target = cfg.path("assets") / "weights" / CLASSIFIER_FILES[method]
     replaced = target.is_file()
     save_checkpoint(target, weights)

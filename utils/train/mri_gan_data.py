@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from utils.config import Config, ConfigError
-from utils.training import read_image
+from utils.config import Config
+from utils.errors import ConfigError
+from utils.infer.generator import image_tensor
+from utils.media.images import read_image
 
 COLUMNS = ("face_image", "mri_image", "class")
 CSV_KEYS = {
@@ -60,22 +61,13 @@ def load_split(cfg: Config, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 def draw_epoch(reals: pd.DataFrame, fakes: pd.DataFrame, frac: float, seed: int, epoch: int) -> pd.DataFrame:
     """One epoch's rows, as the original drew them: a fraction `frac` of the reals, as many fakes as reals,
     shuffled. Fakes are drawn with replacement when there are fewer fakes than reals (the original crashed,
-    original.md bug 20). Seeded by (seed, epoch), so every process and every resume draws the same rows."""
+    README, Differences #14). Seeded by (seed, epoch), so every process and every resume draws the same rows."""
     rng = np.random.default_rng([seed, epoch])
     n_real = max(1, int(round(frac * len(reals))))
     real_rows = reals.iloc[rng.choice(len(reals), n_real, replace=False)]
     fake_rows = fakes.iloc[rng.choice(len(fakes), n_real, replace=len(fakes) < n_real)]
     table = pd.concat([real_rows, fake_rows], ignore_index=True)
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True)
-
-
-def image_tensor(image: Image.Image, imsize: int) -> torch.Tensor:
-    """(3, imsize, imsize) float tensor in [-1, 1]: PIL bilinear resize, then mean/std 0.5 normalisation,
-    the MRI-GAN input (and target) preprocessing of the original."""
-    if image.size != (imsize, imsize):
-        image = image.resize((imsize, imsize), Image.Resampling.BILINEAR)
-    array = np.asarray(image, dtype=np.float32) / 255.0
-    return torch.from_numpy((array - 0.5) / 0.5).permute(2, 0, 1).contiguous()
 
 
 class MRIDataset(Dataset):

@@ -1,0 +1,75 @@
+"""Every error type the project raises on purpose, and the exit code each one ends a script with.
+
+`utils.cli.run` turns these into one line on stderr and `exit_code(error)`; nothing else decides exit codes.
+"""
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # a step failed
+EXIT_BAD_INPUT = 2  # bad configuration, flags or input file
+EXIT_NO_FACE = 3  # the video holds no detectable face
+EXIT_INTERRUPTED = 130
+
+
+class ConfigError(ValueError):
+    """A configuration problem, or bad input in general; its message is one line naming the key or file."""
+
+
+class CheckpointError(ConfigError):
+    """A checkpoint that is missing, unreadable, refused or does not fit the model (one line, names the file)."""
+
+
+class EncoderWeightsError(ConfigError):
+    """Encoder weights cannot be had; a one-line message naming the file or the way out."""
+
+
+class DataFileError(ConfigError):
+    """A data file that cannot be read (one line naming the file).
+
+    DataLoader workers re-raise errors as `type(message + traceback)`; the constructor keeps only the last
+    line, our own message, so the error stays one line.
+    """
+
+    def __init__(self, message: str):
+        if message.startswith("Caught ") and "Traceback" in message:
+            last = message.strip().splitlines()[-1]
+            message = last.split(": ", 1)[1] if last.startswith(type(self).__module__) else last
+        super().__init__(message)
+
+
+class FrameReadError(DataFileError):
+    """A face or MRI image of the classifier's data set cannot be read; the message names the file."""
+
+
+class VideoError(ValueError):
+    """A video that cannot be used; the message names the file and the reason in one line."""
+
+
+class NoFaceError(RuntimeError):
+    """No face was found in any sampled frame of a video."""
+
+
+class ItemError(Exception):
+    """A problem with one preprocessing item (unreadable video, no landmarks...): logged, and the step goes on."""
+
+
+class StepFailed(RuntimeError):
+    """A step of a chain (e.g. the demo) exited with an error; the message names the step and its log file."""
+
+
+# Checked in order; the first class that matches decides (subclasses come before their bases).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (ConfigError, EXIT_BAD_INPUT),
+    (VideoError, EXIT_BAD_INPUT),
+    (NoFaceError, EXIT_NO_FACE),
+    (StepFailed, EXIT_FAILURE),
+    (KeyboardInterrupt, EXIT_INTERRUPTED),
+)
+
+
+def exit_code(error: BaseException) -> int | None:
+    """The exit code a script ends with for `error`, or None for an error we did not raise on purpose."""
+    for kind, code in EXIT_CODES:
+        if isinstance(error, kind):
+            return code
+    return None

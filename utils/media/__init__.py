@@ -1,0 +1,2 @@
+"""Media: video decoding and writing, face detection and crops, MRI maths, images, augmentation operations.
+Imports only the core modules of utils/."""

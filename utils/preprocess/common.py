@@ -1,0 +1,173 @@
+"""What the preprocessing steps share: run options, which videos and images each data set contributes,
+the face detector held by each worker, and partial-folder handling (a folder appears complete or not at all).
+
+Each step lists its items in sorted order, keeps its shard, skips items whose outputs exist, and writes
+every output atomically (files: temp name then rename; per-video folders: hidden temp folder then rename).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.config import Config
+from utils.datasets import dfdc_train_videos, image_files
+from utils.errors import ConfigError, ItemError
+from utils.fileio import write_png
+from utils.media.faces import FaceDetector
+from utils.media.video import list_videos
+from utils.preprocess import jobs
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("dfdc", "celeb_df_v2", "fdf", "ffhq")
+SPLITS = ("train", "valid", "test")
+IMAGE_CHUNK = 256  # images per landmark job for FDF/FFHQ (one partial JSON each)
+ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoError is a ValueError
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a step runs: processes, shard, where its problem CSV goes, and the device for models."""
+
+    workers: int = 1
+    shard: tuple[int, int] = (1, 1)
+    report_dir: Path | None = None
+    device: str = "cpu"
+
+    def failures_csv(self, step: str) -> Path | None:
+        if self.report_dir is None:
+            return None
+        k, n = self.shard
+        suffix = "" if n == 1 else f"_shard{k}of{n}"
+        return self.report_dir / f"{step}{suffix}_failures.csv"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Which videos and folders each data set contributes
+
+
+def dfdc_train_root(cfg: Config) -> Path:
+    """The DFDC training videos the landmark and crop steps read: augmented copies or the originals."""
+    if cfg["data_path.dfdc.train_source"] == "augmented":
+        root = cfg.path("data_path.dfdc.data_augmentation.output_path")
+        if not root.is_dir():
+            raise ConfigError(f"config key 'data_path.dfdc.data_augmentation.output_path': {root} does not exist; "
+                              "run --gen_aug_plan and --apply_aug_to_all first, or pass "
+                              "--set data_path.dfdc.train_source=original")
+        return root
+    return cfg.path("data_path.dfdc.train")
+
+
+def chosen_datasets(cfg: Config, names: list[str] | None) -> list[str]:
+    """The data sets to process: those named (each must exist), or every one whose input folder exists."""
+    keys = {"dfdc": "data_path.dfdc.train", "celeb_df_v2": "data_path.celeb_df_v2.real",
+            "fdf": "data_path.fdf.data_path", "ffhq": "data_path.ffhq.data_path"}
+    if names:
+        for name in names:
+            cfg.require_exists(keys[name])
+        return list(names)
+    present = [name for name in DATASETS if cfg.path(keys[name]).exists()]
+    if not present:
+        cfg.require_exists(keys["dfdc"])  # raises, naming the key to set
+    return present
+
+
+@dataclass(frozen=True)
+class VideoSet:
+    """Videos whose landmarks go to one folder and crops to another (e.g. DFDC valid)."""
+
+    name: str
+    videos: tuple[Path, ...]
+    landmarks_dir: Path
+    crops_dir: Path
+
+
+def video_sets(cfg: Config, datasets: list[str]) -> list[VideoSet]:
+    extensions = cfg["faces.video_extensions"]
+    sets = []
+    if "dfdc" in datasets:
+        train = tuple(v.path for v in dfdc_train_videos(dfdc_train_root(cfg)) if v.path.exists())
+        sets.append(VideoSet("dfdc_train", train, cfg.path("features.dfdc.landmarks_path.train"),
+                             cfg.path("features.dfdc.crop_faces.train")))
+        for split in ("valid", "test"):
+            folder = cfg.path(f"data_path.dfdc.{split}")
+            if folder.is_dir():
+                sets.append(VideoSet(f"dfdc_{split}", tuple(list_videos(folder, extensions)),
+                                     cfg.path(f"features.dfdc.landmarks_path.{split}"),
+                                     cfg.path(f"features.dfdc.crop_faces.{split}")))
+            else:
+                log.warning("DFDC %s skipped: %s not found (config key data_path.dfdc.%s)", split, folder, split)
+    if "celeb_df_v2" in datasets:
+        videos = list_videos(cfg.path("data_path.celeb_df_v2.real"), extensions)
+        fake_dir = cfg.path("data_path.celeb_df_v2.fake")
+        videos += list_videos(fake_dir, extensions) if fake_dir.is_dir() else []
+        sets.append(VideoSet("celeb_df_v2", tuple(videos), cfg.path("features.celeb_df_v2.landmarks_path.train"),
+                             cfg.path("features.celeb_df_v2.crop_faces.train")))
+    return sets
+
+
+@dataclass(frozen=True)
+class ImageSet:
+    name: str
+    images: tuple[Path, ...]
+    json_path: Path
+    crops_dir: Path
+
+
+def image_sets(cfg: Config, datasets: list[str]) -> list[ImageSet]:
+    return [ImageSet(name, tuple(image_files(cfg.path(f"data_path.{name}.data_path"))),
+                     cfg.path(f"features.{name}.json_filename"), cfg.path(f"features.{name}.crops_path"))
+            for name in ("fdf", "ffhq") if name in datasets]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Worker-side helpers
+
+
+def detector_settings(cfg: Config, device: str) -> dict:
+    return {"device": device, "thresholds": cfg["faces.detector_thresholds"],
+            "min_face_size": cfg["faces.min_face_size"], "scale_factor": cfg["faces.scale_factor"],
+            "detect_max_side": cfg["faces.detect_max_side"], "batch_size": cfg["faces.batch_size"]}
+
+
+def init_detector(settings: dict) -> None:
+    jobs.worker_state()["detector"] = FaceDetector(**settings)
+
+
+def detector() -> FaceDetector:
+    return jobs.worker_state()["detector"]
+
+
+def read_json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def partial_dir(final: Path) -> Path:
+    return final.with_name(f".{final.name}.partial")
+
+
+def fresh_partial_dir(final: Path) -> Path:
+    """An empty hidden folder beside `final`; a leftover one from a killed run is ours and is cleared."""
+    tmp = partial_dir(final)
+    if tmp.exists():
+        shutil.rmtree(tmp)  # our own unfinished output from an interrupted run, never an input
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def write_folder(final: Path, images: dict[str, np.ndarray]) -> None:
+    """Write images into a hidden temp folder, then rename it to `final` (which appears complete or not at all)."""
+    if final.is_dir():
+        return
+    tmp = fresh_partial_dir(final)
+    for name, image in sorted(images.items()):
+        write_png(tmp / name, image)
+    tmp.rename(final)

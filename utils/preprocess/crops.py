@@ -1,0 +1,71 @@
+"""--crop_faces: the face crops listed in each video's (or image folder's) landmarks JSON."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from utils.config import Config
+from utils.errors import ConfigError, ItemError
+from utils.fileio import read_rgb, write_png
+from utils.media.faces import crop_face, crop_name, faces_from_entry
+from utils.media.video import VideoReader
+from utils.preprocess import jobs
+from utils.preprocess.common import Options, fresh_partial_dir, image_sets, read_json, video_sets
+
+
+def crop_job(item) -> jobs.Outcome:
+    """Crop every face listed in a video's landmarks JSON; the crop folder appears only when complete."""
+    video, json_path, crop_dir, step, margin = item
+    crop_dir = Path(crop_dir)
+    if crop_dir.is_dir():
+        return jobs.Outcome(jobs.SKIPPED)
+    record = read_json(Path(json_path))
+    if not isinstance(record, dict):
+        raise ItemError(f"no landmarks JSON {json_path}; run --extract_landmarks first")
+    tmp = fresh_partial_dir(crop_dir)
+    written = 0
+    with VideoReader(video) as reader:
+        for index, frame in reader.frames(step):
+            for face_index, face in enumerate(faces_from_entry(record.get(str(index)))):
+                crop = crop_face(frame, face.box, margin)
+                if crop is not None:
+                    write_png(tmp / crop_name(index, face_index), crop)
+                    written += 1
+    tmp.rename(crop_dir)
+    return jobs.Outcome(jobs.DONE, count=written, problem="" if written else "no face crops (no face found)")
+
+
+def image_crop_job(item) -> jobs.Outcome:
+    """Crop the faces of one image into <crops_dir>/<stem>_<j>.png; done when every listed crop exists."""
+    image, entry, crops_dir, margin = item
+    faces = faces_from_entry(entry)
+    targets = [Path(crops_dir) / f"{Path(image).stem}_{j}.png" for j in range(len(faces))]
+    if all(t.exists() for t in targets):
+        return jobs.Outcome(jobs.SKIPPED)
+    rgb = read_rgb(image)
+    written = 0
+    for face, target in zip(faces, targets):
+        crop = crop_face(rgb, face.box, margin)
+        if crop is not None and not target.exists():
+            write_png(target, crop)
+            written += 1
+    return jobs.Outcome(jobs.DONE, count=written)
+
+
+def crop_faces(cfg: Config, datasets: list[str], options: Options) -> list[jobs.Summary]:
+    step, margin = cfg["faces.frame_step"], cfg["faces.crop_margin"]
+    summaries = []
+    for vset in video_sets(cfg, datasets):
+        items = [(str(v), str(vset.landmarks_dir / f"{v.stem}.json"), str(vset.crops_dir / v.stem), step, margin)
+                 for v in vset.videos]
+        summaries.append(jobs.run_items(f"crops {vset.name}", jobs.select_shard(items, options.shard), crop_job,
+                                        key=lambda it: it[0], workers=options.workers,
+                                        failures_csv=options.failures_csv(f"crop_faces_{vset.name}")))
+    for iset in image_sets(cfg, datasets):
+        record = read_json(iset.json_path)
+        if not isinstance(record, dict):
+            raise ConfigError(f"{iset.json_path} not found: run --extract_landmarks for {iset.name} first")
+        items = [(str(p), record.get(p.name), str(iset.crops_dir), margin) for p in iset.images if p.name in record]
+        summaries.append(jobs.run_items(f"crops {iset.name}", jobs.select_shard(items, options.shard),
+                                        image_crop_job, key=lambda it: it[0], workers=options.workers,
+                                        failures_csv=options.failures_csv(f"crop_faces_{iset.name}")))
+    return summaries

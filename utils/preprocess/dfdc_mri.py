@@ -1,0 +1,58 @@
+"""--gen_dfdc_mri: the trained generator's MRI of every DFDC face crop, for the classifier's MRI method."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from utils.config import Config
+from utils.errors import ConfigError
+from utils.fileio import read_rgb
+from utils.names import BEST_G
+from utils.preprocess import jobs
+from utils.preprocess.common import SPLITS, Options, write_folder
+
+log = logging.getLogger(__name__)
+
+
+def init_generator(weights: str, device: str) -> None:
+    from utils.infer.generator import load_generator
+
+    jobs.worker_state()["generator"] = load_generator(weights, device)
+    jobs.worker_state()["device"] = device
+
+
+def dfdc_mri_job(item) -> jobs.Outcome:
+    """The generator's MRI of every face crop of one video, same file names; the folder appears when complete."""
+    from utils.infer.generator import predict_mris
+
+    crop_dir, out_dir, batch_size = Path(item[0]), Path(item[1]), item[2]
+    if out_dir.is_dir():
+        return jobs.Outcome(jobs.SKIPPED)
+    names = sorted(p.name for p in crop_dir.glob("*.png"))
+    state = jobs.worker_state()
+    # Each batch holds its own crops (the original reused the first 8 crops of the video for every batch).
+    mris = predict_mris(state["generator"], [read_rgb(crop_dir / name) for name in names], state["device"], batch_size)
+    write_folder(out_dir, dict(zip(names, mris)))
+    return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
+
+
+def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
+    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split."""
+    weights = cfg.asset("MRI_GAN.weights")
+    if not weights.is_file():
+        raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
+                          f"{BEST_G} there (README, step 2)")
+    summaries = []
+    for split in SPLITS:
+        crops = cfg.path(f"features.dfdc.crop_faces.{split}")
+        if not crops.is_dir():
+            log.warning("MRIs for DFDC %s skipped: %s not found (run --crop_faces first)", split, crops)
+            continue
+        out = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
+        folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
+        items = [(str(folder), str(out / folder.name), 8) for folder in folders]
+        summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
+                                        key=lambda it: it[0], workers=options.workers, init=init_generator,
+                                        init_args=(str(weights), options.device),
+                                        failures_csv=options.failures_csv(f"gen_dfdc_mri_{split}")))
+    return summaries

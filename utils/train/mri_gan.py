@@ -1,0 +1,228 @@
+"""The MRI-GAN trainer: models, one G-then-D step, the end-of-epoch test scores, samples and curves, on top of
+the shared loop (utils.train.loop) and run sequence (utils.train.setup). train_MRI_GAN.py calls `train`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from pytorch_msssim import ssim
+from torch import nn
+
+from models.mri_gan import Discriminator, Generator, MRIGANLoss, init_weights
+from utils.checkpoint import read_checkpoint
+from utils.config import Config
+from utils.errors import ConfigError
+from utils.fileio import write_json
+from utils.infer.generator import IMSIZE, eval_mode, to_uint8
+from utils.names import BEST_D, BEST_G, DISCRIMINATOR_KEY, GENERATOR_KEY, MRI_GAN_TASK, PERIODIC
+from utils.train.loop import (
+    CsvLog,
+    DistContext,
+    MixedPrecision,
+    Trainer,
+    all_reduce_sum,
+    make_loader,
+    no_sync,
+    plot_curves,
+    progress,
+    save_image_grid,
+    seed_process,
+    unwrap,
+    wrap_model,
+)
+from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
+from utils.train.setup import open_run_logs, per_process_batch, run_training
+
+STEP_COLUMNS = ["epoch", "batch", "step", "loss_G", "loss_GAN", "loss_pixel", "loss_ssim",
+                "loss_D", "loss_real", "loss_fake"]
+EPOCH_COLUMNS = ["epoch", "step", "test_ssim", "test_pixel", "test_loss_G", "test_loss_D", "best_G", "best_D"]
+P = "MRI_GAN.model_params."
+
+
+class MRIGANTraining:
+    """The MRI-GAN on top of the shared Trainer: models, one G-then-D step, and the end-of-epoch report.
+
+    "Best" checkpoints are chosen on the held-out test split once per epoch (README, Differences #13): best G =
+    highest mean test SSIM between generated and target MRI, best D = lowest mean test D loss.
+    """
+
+    def __init__(self, cfg: Config, ctx: DistContext, run_dir: Path | None, data: tuple):
+        self.cfg, self.ctx, self.run_dir = cfg, ctx, run_dir
+        self.seed, self.frac = cfg["runtime.seed"], cfg[P + "frac"]
+        self.batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
+        (self.train_reals, self.train_fakes), test_table = data
+        self.test_set = MRIDataset(test_table, IMSIZE, self.seed, 0, flip=False)
+        self.test_loader = make_loader(self.test_set, self.batch_size, ctx, seed=self.seed, training=False,
+                                       workers=cfg["runtime.loader_workers"])
+        seed_process(self.seed, ctx)
+        generator, discriminator = Generator(ngf=cfg[P + "ngf"]), Discriminator(ndf=cfg[P + "ndf"])
+        generator.apply(init_weights)
+        discriminator.apply(init_weights)
+        self.G, self.D = wrap_model(generator, ctx), wrap_model(discriminator, ctx)
+        betas = (cfg[P + "b1"], cfg[P + "b2"])
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg[P + "lr"], betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg[P + "lr"], betas=betas)
+        self.loss = MRIGANLoss(lambda_pixel=cfg[P + "lambda_pixel"], tau=cfg[P + "tau"])
+        self.precision = MixedPrecision(ctx.device, enabled=True)  # mixed precision on CUDA only; CPU stays float32
+        model_params = {**cfg.to_dict()["MRI_GAN"]["model_params"], "log_dir": str(run_dir)}
+        self.trainer = Trainer(ctx, run_dir, {GENERATOR_KEY: self.G, DISCRIMINATOR_KEY: self.D},
+                               {"optimizer_G_state_dict": self.opt_G, "optimizer_D_state_dict": self.opt_D},
+                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], periodic_name=PERIODIC,
+                               extra={"model_params": model_params, "log_dir": str(run_dir)},
+                               scaler=self.precision.scaler)
+        self.epoch_log: CsvLog | None = None
+        self.samples = self.sample_batch() if ctx.is_main else None  # the same test items every epoch
+
+    def restore(self, checkpoint: dict, source: str) -> None:
+        self.trainer.restore(checkpoint, source)
+
+    def open_logs(self, history_dir: str | None = None) -> None:
+        """Open the CSV logs on rank 0 (on resume, trimmed to the checkpoint; see open_run_logs)."""
+        if self.ctx.is_main:
+            self.trainer.step_log, self.epoch_log = open_run_logs(
+                self.run_dir, history_dir, self.trainer.position, (self.cfg[P + "losses_file"], STEP_COLUMNS),
+                (self.cfg[P + "ssim_report_file"], EPOCH_COLUMNS))
+
+    def close_logs(self) -> None:
+        if self.ctx.is_main:
+            self.trainer.step_log.close()
+            self.epoch_log.close()
+
+    def epoch_loader(self, epoch: int, skip_batches: int):
+        table = draw_epoch(self.train_reals, self.train_fakes, self.frac, self.seed, epoch)
+        dataset = MRIDataset(table, IMSIZE, self.seed, epoch, flip=True)
+        return make_loader(dataset, self.batch_size, self.ctx, seed=self.seed, epoch=epoch, skip_batches=skip_batches,
+                           workers=self.cfg["runtime.loader_workers"])
+
+    def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One generator update, then one discriminator update (the original's order and losses)."""
+        device, n = self.ctx.device, len(batch["A"])
+        face, target = batch["A"].to(device, non_blocking=True), batch["B"].to(device, non_blocking=True)
+        self.G.train()
+        self.D.train()
+        self.opt_G.zero_grad(set_to_none=True)
+        with no_sync(self.D):  # D's gradients from the G step are discarded: no need to average them
+            with self.precision.autocast():
+                fake = self.G(face)
+                pred_fake = self.D(fake, face)
+            # losses in float32: the SSIM term squares values up to 255, beyond float16's range
+            g = self.loss.generator_loss(pred_fake.float(), fake.float(), target)
+            self.precision.backward(g["total"])
+        self.precision.step(self.opt_G)
+        self.opt_D.zero_grad(set_to_none=True)
+        # real and generated pairs in one pass: instance norm works per image, so this equals two passes
+        with self.precision.autocast():
+            scores = self.D(torch.cat([target, fake.detach()]), torch.cat([face, face]))
+        d_total, d_real, d_fake = self.loss.discriminator_loss(scores[:n].float(), scores[n:].float())
+        self.precision.backward(d_total)
+        self.precision.step(self.opt_D)
+        self.precision.update()
+        return {"loss_G": g["total"], "loss_GAN": g["gan"], "loss_pixel": g["pixel"], "loss_ssim": g["ssim"],
+                "loss_D": d_total, "loss_real": d_real, "loss_fake": d_fake}
+
+    def end_epoch(self, epoch: int) -> None:
+        """Score on the test split, keep the best G and D, log, draw samples and curves."""
+        loader = progress(self.test_loader, self.ctx, desc=f"test {epoch + 1}")
+        scores = evaluate(unwrap(self.G), unwrap(self.D), loader, self.loss, self.ctx)
+        best_g = self.trainer.improved("test_ssim", scores["test_ssim"], higher_is_better=True)
+        best_d = self.trainer.improved("test_loss_D", scores["test_loss_D"], higher_is_better=False)
+        for improved, name in ((best_g, BEST_G), (best_d, BEST_D)):
+            if improved:
+                self.trainer.save(name)
+        if self.ctx.is_main:
+            step = self.trainer.position.step
+            print(f"epoch {epoch + 1}: test SSIM {scores['test_ssim']:.4f}{' (best)' if best_g else ''}, "
+                  f"test loss_G {scores['test_loss_G']:.4g}, test loss_D {scores['test_loss_D']:.4g}", flush=True)
+            self.epoch_log.append({"epoch": epoch + 1, "step": step, **scores,
+                                   "best_G": int(best_g), "best_D": int(best_d)})
+            self.write_pictures(epoch)
+            write_json(self.run_dir / self.cfg[P + "metadata_file"],
+                       {"epochs_done": epoch + 1, "global_step": step, "best": self.trainer.position.best,
+                        "seed": self.seed, "world_size": self.ctx.world_size,
+                        "model_params": self.trainer.extra["model_params"]})
+
+    def write_pictures(self, epoch: int) -> None:
+        faces, targets, labels = self.samples
+        rows = sample_rows(unwrap(self.G), faces, targets, self.ctx.device)
+        save_image_grid(self.run_dir / "generated_samples" / f"epoch_{epoch + 1:03d}.png", rows,
+                        ["face", "target MRI", "generated MRI"], labels)
+        plots = self.run_dir / "plots"
+        plot_curves(self.trainer.step_log.path, plots / "losses.png",
+                    {"generator total": ["loss_G"], "generator terms": ["loss_GAN", "loss_pixel", "loss_ssim"],
+                     "discriminator": ["loss_D", "loss_real", "loss_fake"]})
+        plot_curves(self.epoch_log.path, plots / "test_scores.png",
+                    {"test SSIM": ["test_ssim"], "test losses": ["test_loss_G", "test_loss_D"]}, x="epoch")
+
+    def sample_batch(self):
+        """The first test_sample_size/2 real and fake test items (the same every epoch)."""
+        per_class = max(1, self.cfg[P + "test_sample_size"] // 2)
+        items = []
+        for label in (0, 1):
+            indices = [i for i, fake in enumerate(self.test_set.fake) if fake == label][:per_class]
+            items += [self.test_set[i] for i in indices]
+        faces = torch.stack([item["A"] for item in items])
+        targets = torch.stack([item["B"] for item in items])
+        return faces, targets, ["fake" if item["fake"] else "real" for item in items]
+
+
+def read_data(cfg: Config) -> tuple:
+    """((train reals, train fakes), test table). The test rows are drawn once, so epochs' scores compare."""
+    return load_split(cfg, "train"), draw_epoch(*load_split(cfg, "test"), cfg[P + "frac"], cfg["runtime.seed"], 0)
+
+
+def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpoint: dict | None = None,
+          max_steps: int | None = None) -> Path | None:
+    """Train from scratch, or continue exactly from `resume_path`; returns the run folder (rank 0).
+    max_steps stops after that many steps in total, as if the run were interrupted there."""
+    if cfg[P + "imsize"] != IMSIZE:
+        raise ConfigError(f"config key '{P}imsize': the U-Net generator needs {IMSIZE}, got {cfg[P + 'imsize']}")
+    if resume_path and checkpoint is None:
+        checkpoint = read_checkpoint(resume_path)
+    data = read_data(cfg)  # bad data sets fail here, before a run folder is made
+    task, run_dir, _, finished = run_training(cfg, ctx, MRI_GAN_TASK, "MRI-GAN", cfg[P + "n_epochs"],
+                                              lambda folder: MRIGANTraining(cfg, ctx, folder, data), resume_path,
+                                              checkpoint, max_steps)
+    if ctx.is_main:
+        position = task.trainer.position
+        state = "finished" if finished else "stopped"
+        print(f"MRI-GAN {state} at epoch {position.epoch}/{cfg[P + 'n_epochs']}, step {position.step}; "
+              f"best test SSIM {position.best.get('test_ssim', float('nan')):.4f}", flush=True)
+    return run_dir
+
+
+def per_image_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """SSIM of each image pair (B,) for images in [-1, 1], computed as in the SSIM loss (data range 255);
+    the original's logged score used the wrong data range (README, Differences #3)."""
+    return ssim((fake + 1) / 2 * 255, (real + 1) / 2 * 255, data_range=255, size_average=False,
+                win_size=11, win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
+
+
+def evaluate(generator: nn.Module, discriminator: nn.Module, loader, loss: MRIGANLoss,
+             ctx: DistContext) -> dict[str, float]:
+    """Mean SSIM, pixel MSE, G loss and D loss over a held-out loader (all ranks' shards together)."""
+    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)  # ssim, pixel, loss_G, loss_D, count
+    with eval_mode(generator, discriminator), torch.inference_mode():
+        for batch in loader:
+            face, target = batch["A"].to(ctx.device), batch["B"].to(ctx.device)
+            fake = generator(face)
+            scores = discriminator(torch.cat([fake, target]), torch.cat([face, face]))
+            losses_G = loss.generator_loss(scores[:len(face)], fake, target)
+            loss_D = loss.discriminator_loss(scores[len(face):], scores[:len(face)])[0]
+            n = len(face)
+            sums += torch.tensor([per_image_ssim(fake, target).sum().item(),
+                                  ((fake - target) ** 2).mean(dim=(1, 2, 3)).sum().item(),
+                                  losses_G["total"].item() * n, loss_D.item() * n, n],
+                                 dtype=torch.float64, device=ctx.device)
+    ssim_sum, pixel_sum, g_sum, d_sum, count = all_reduce_sum(sums, ctx).tolist()
+    count = max(count, 1.0)
+    return {"test_ssim": ssim_sum / count, "test_pixel": pixel_sum / count,
+            "test_loss_G": g_sum / count, "test_loss_D": d_sum / count}
+
+
+def sample_rows(generator: nn.Module, faces: torch.Tensor, targets: torch.Tensor,
+                device: torch.device) -> list[list[np.ndarray]]:
+    """[face, target MRI, generated MRI] as uint8 images for each sample (the training sample grid)."""
+    with eval_mode(generator), torch.inference_mode():
+        generated = generator(faces.to(device))
+    return [list(images) for images in zip(to_uint8(faces), to_uint8(targets), to_uint8(generated))]
