@@ -33,6 +33,11 @@ def tree_hashes(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+def numbers(entry) -> np.ndarray:
+    """Every number of a landmarks JSON value ([boxes or null, landmarks or null]) as one flat array."""
+    return np.array([value for part in entry if part is not None for value in np.ravel(part)], dtype=float)
+
+
 def make_data(root: Path, videos_per_split=2, n_frames=20, extras=True) -> Path:
     make_dfdc_dataset(root / "dfdc", videos_per_split=videos_per_split, n_frames=n_frames, seed=5)
     if extras:
@@ -200,7 +205,18 @@ def test_shards_and_workers_give_the_same_files_as_one_run(tmp_path):
     reference = tree_hashes(tmp_path / "single/features")
     assert len(reference) > 20
     assert tree_hashes(tmp_path / "sharded/features") == reference
-    assert tree_hashes(tmp_path / "pooled/features") == reference
+    # Worker processes run torch with 1 thread each; on CPUs where oneDNN then picks other kernels (e.g. AMX),
+    # detector coordinates differ in the last float digits. Crops and MRIs must still be identical, and the
+    # landmark JSONs equal to 1e-3 px.
+    pooled = tree_hashes(tmp_path / "pooled/features")
+    assert pooled.keys() == reference.keys()
+    assert {k: v for k, v in pooled.items() if not k.endswith(".json")} == \
+        {k: v for k, v in reference.items() if not k.endswith(".json")}
+    for name in (k for k in reference if k.endswith(".json")):
+        ours, theirs = (json.loads((tmp_path / run / "features" / name).read_text()) for run in ("pooled", "single"))
+        assert ours.keys() == theirs.keys(), name
+        for frame in theirs:
+            assert np.allclose(numbers(ours[frame]), numbers(theirs[frame]), atol=1e-3), (name, frame)
 
 
 def test_killed_run_resumes_to_the_same_files(tmp_path):
