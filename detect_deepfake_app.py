@@ -2,21 +2,17 @@
 
 Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
 """
-import csv
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
-
 from utils.cli import config_from_args, make_parser, run
-from utils.errors import ConfigError, NoFaceError, VideoError
+from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
-from utils.infer.detect import Detector, VideoResult
+from utils.infer.detect import Detector
+from utils.infer.folder import score_folder
 from utils.media.video import list_videos, probe
 from utils.names import METHODS
 from utils.runtime import choose_device, seed_everything
-
-CSV_COLUMNS = ["path", "verdict", "probability", "n_faces", "status", "error"]
 
 
 def build_parser():
@@ -33,6 +29,16 @@ def build_parser():
     parser.add_argument("--fake_fraction", type=float, metavar="F",
                         help="a video is fake when at least this fraction of its faces are fake")
     parser.add_argument("--weights_dir", metavar="DIR", help="folder of exported weights (default assets/weights)")
+    parser.add_argument("--labels", metavar="FILE",
+                        help="with --input_dir: score the folder against these labels (a CSV with path and label "
+                             "columns, Celeb-DF-v2's List_of_testing_videos.txt, or a DFDC metadata.json) and write "
+                             "metrics to --output_json")
+    parser.add_argument("--output_csv", metavar="PATH",
+                        help="with --input_dir: append one row per video here as it is done; a re-run skips the "
+                             "videos already in it")
+    parser.add_argument("--mri_gan_pairs", metavar="CSV", nargs="+",
+                        help="with --labels: the MRI-GAN's training CSVs, to count test videos it was trained on "
+                             "(default: the config's MRI-GAN train split CSVs, when they exist)")
     parser.add_argument("--original_mri_rendering", action="store_true",
                         help="render MRIs as the original did (tanh output clamped at 0): for its released "
                              "MRI classifier, which was trained on such images")
@@ -51,19 +57,28 @@ def main():
         parser.error("give --input_videofile PATH (or --input_dir DIR) and --method")
     check_unit("fake_threshold", args.fake_threshold)
     check_unit("fake_fraction", args.fake_fraction)
+    if args.labels and not args.input_dir:
+        parser.error("--labels goes with --input_dir")
     cfg = config_from_args(args)
     seed_everything(cfg["runtime.seed"])
     if args.input_dir and not Path(args.input_dir).is_dir():
         raise ConfigError(f"input folder not found ({args.input_dir})")
     if args.input_videofile:
         probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
+    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True) if args.input_dir else []
+    if args.labels:  # read and match the labels before any model is loaded, so a bad file fails at once
+        from utils.evaluation import labelled  # scikit-learn: only on this path
+
+        labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
     detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
                         Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
                         args.fake_fraction, need_generator=bool(args.save_mri),
                         original_mri_rendering=args.original_mri_rendering)
     report = {"method": args.method, "thresholds": detector.thresholds, "models": detector.models}
+    save_mri = Path(args.save_mri) if args.save_mri else None
+    out_csv = Path(args.output_csv) if args.output_csv else None
     if args.input_videofile:
-        result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None)
+        result = detector.classify(args.input_videofile, save_mri)
         write_report(args.output_json, report | result.to_dict())
         if result.status == "no_face":
             raise NoFaceError(f"no face found in any sampled frame of {args.input_videofile}")
@@ -72,21 +87,12 @@ def main():
               f"fake_threshold {thresholds['fake_threshold']}, fake_fraction {thresholds['fake_fraction']} "
               f"({thresholds['fake_threshold_source']})]")
         return 0
-    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
-    writer = csv.DictWriter(sys.stdout, fieldnames=CSV_COLUMNS)
-    writer.writeheader()
-    results = []
-    for video in tqdm(videos, desc="videos", unit="video", file=sys.stderr, disable=None):
-        save = Path(args.save_mri) / video.stem if args.save_mri else None
-        try:
-            result = detector.classify(video, save)
-        except (VideoError, OSError) as exc:  # one bad file never stops the batch
-            result = VideoResult(str(video), status="error", error=str(exc))
-        results.append(result.to_dict())
-        writer.writerow({"path": str(video), "verdict": result.verdict or "", "probability": result.probability
-                         if result.probability is not None else "", "n_faces": result.n_faces,
-                         "status": result.status, "error": result.error})
-        sys.stdout.flush()
+    if args.labels:
+        scores = labelled.evaluate_labelled(detector, args.method, videos, matched, labels, out_csv, save_mri, leak)
+        write_report(args.output_json, scores)
+        print("\n".join(labelled.summary_lines(args.method, scores)), file=sys.stderr)
+        return 0
+    _, results = score_folder(detector, videos, out_csv=out_csv, save_mri=save_mri)
     write_report(args.output_json, report | {"videos": results})
     return 0
 

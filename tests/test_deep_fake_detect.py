@@ -309,7 +309,8 @@ def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data
     steps = pd.read_csv(run_dir / "train_steps.csv")
     assert steps["step"].tolist() == [1, 2, 3] and steps["n"].sum() == 4 * FRAMES["train"]  # 12 faces, batch 4
     sharded = json.loads((run_dir / "test" / "metrics.json").read_text())
-    assert script("--test_saved_model", str(run_dir / "highest_acc.chkpt"), *flags(data, tmp_path / "single")).returncode == 0
+    tested = script("--test_saved_model", str(run_dir / "highest_acc.chkpt"), *flags(data, tmp_path / "single"))
+    assert tested.returncode == 0
     (single,) = (tmp_path / "single").glob("*/deep_fake/test/metrics.json")
     single = json.loads(single.read_text())
     assert sharded["frame"]["n"] == single["frame"]["n"] == 4 * FRAMES["test"]

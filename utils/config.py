@@ -74,6 +74,7 @@ SCHEMA: dict[str, Spec] = {
     "data_path.celeb_df_v2.real": PATH,
     "data_path.celeb_df_v2.fake": PATH,
     "data_path.celeb_df_v2.real_fake_mapping": STR,
+    "data_path.celeb_df_v2.exclude_from_mri_gan": Spec("weights", choices=("none",)),
     "data_path.fdf.data_path": PATH,
     "data_path.ffhq.data_path": PATH,
     # derived features (outputs)

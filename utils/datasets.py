@@ -116,3 +116,13 @@ def frame_label_csvs(cfg: Config, split: str, kind: str) -> tuple[Path, Path, Pa
     root_key, csv_key = frame_label_keys(split, kind)
     csv = cfg.asset(csv_key)
     return cfg.path(root_key), csv, csv.with_name(f"{csv.stem}_videos.csv")
+
+
+def celeb_df_test_list(text: str) -> dict[str, int] | None:
+    """Celeb-DF-v2's List_of_testing_videos.txt ("<1|0> <folder>/<file>.mp4" per line, where the data set writes
+    1 for real and 0 for fake) as {relative path: label with fake = 1}; None when `text` is not in that format."""
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if not lines or not all(len(parts) == 2 and parts[0] in ("0", "1") for parts in lines):
+        return None
+    return {video.replace("\\", "/"): 1 - int(number) for number, video in lines}
+

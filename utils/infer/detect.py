@@ -4,17 +4,20 @@ Used by detect_deepfake_app.py; every model is loaded once per Detector and reus
 """
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 
 from utils.checkpoint import read_checkpoint
 from utils.config import Config
-from utils.errors import CheckpointError
+from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
 from utils.media.faces import FaceDetector, crop_face
@@ -173,6 +176,16 @@ class Detector:
             real = probs[probs <= self.thresholds["fake_threshold"]]
             result.verdict = "real"
             result.probability = round(1 - float(real.mean()), 4) if real.size else 0.0
+
+
+def classify_videos(detector: Detector, videos: list[Path], save_mri: Path | None = None) -> Iterator[VideoResult]:
+    """Each video's result, in order, under a progress bar with an ETA; an unreadable file gives a result with
+    status 'error' and its reason, and the run goes on. MRIs go to <save_mri>/<video stem>/ when asked."""
+    for video in tqdm(videos, desc="videos", unit="video", file=sys.stderr, disable=None, dynamic_ncols=True):
+        try:
+            yield detector.classify(video, save_mri / video.stem if save_mri else None)
+        except (VideoError, OSError) as exc:  # one bad file never stops the batch
+            yield VideoResult(str(video), status="error", error=str(exc))
 
 
 def save_mri_images(folder: Path, records: list[FaceRecord], crops: list[np.ndarray], mris: list[np.ndarray]) -> Path:

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 
 from utils.config import Config
-from utils.datasets import celeb_df_mapping, dfdc_pairs, dfdc_train_videos, image_files
-from utils.errors import ItemError
+from utils.datasets import celeb_df_mapping, celeb_df_test_list, dfdc_pairs, dfdc_train_videos, image_files
+from utils.errors import ConfigError, ItemError
 from utils.fileio import read_rgb, write_csv, write_json
 from utils.media.faces import crop_face, crop_name
 from utils.media.mri import compute_mri
@@ -57,11 +57,31 @@ def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
         real_dir, fake_dir = cfg.path("data_path.celeb_df_v2.real"), cfg.path("data_path.celeb_df_v2.fake")
         mapping = celeb_df_mapping(real_dir, fake_dir)
         write_json(cfg.asset("data_path.celeb_df_v2.real_fake_mapping"), mapping)
+        excluded = excluded_celeb_df_videos(cfg)
+        mapping = {real: [fake for fake in fakes if fake not in excluded]
+                   for real, fakes in mapping.items() if real not in excluded}
         groups += [PairGroup("celeb_df_v2", real_dir / real, tuple(fake_dir / f for f in fakes),
                              cfg.path("features.celeb_df_v2.crop_faces.train"),
                              cfg.path("features.celeb_df_v2.mri_faces_path"), cfg.path("features.celeb_df_v2.mri_path"))
                    for real, fakes in mapping.items() if fakes]
     return groups
+
+
+def excluded_celeb_df_videos(cfg: Config) -> set[str]:
+    """File names of the Celeb-DF-v2 videos kept out of the MRI-GAN's data (data_path.celeb_df_v2.exclude_from_mri_gan:
+    a List_of_testing_videos.txt, or none). A real video listed there takes its fakes out with it."""
+    setting = cfg["data_path.celeb_df_v2.exclude_from_mri_gan"]
+    if setting == "none":
+        return set()
+    path = Path(setting)
+    try:
+        listed = celeb_df_test_list(path.read_text(encoding="utf-8-sig"))
+    except (OSError, UnicodeDecodeError):
+        listed = None
+    if listed is None:
+        raise ConfigError(f"config key 'data_path.celeb_df_v2.exclude_from_mri_gan': {path} is not a readable "
+                          "Celeb-DF-v2 List_of_testing_videos.txt")
+    return {Path(video).name for video in listed}
 
 
 def _group_done(group: PairGroup, aligned: bool) -> bool:

@@ -369,8 +369,8 @@ def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpo
             f"{name} {len(split.frames)} faces of {split.frames['video_id'].nunique()} videos"
             for name, split in data.items()), flush=True)
     task, run_dir, history_dir, finished = run_training(
-        cfg, ctx, CLASSIFIER_TASK, "deep_fake", cfg[P + "epochs"], lambda folder: ClassifierTraining(cfg, ctx, folder, data, model),
-        resume_path, checkpoint, max_steps)
+        cfg, ctx, CLASSIFIER_TASK, "deep_fake", cfg[P + "epochs"],
+        lambda folder: ClassifierTraining(cfg, ctx, folder, data, model), resume_path, checkpoint, max_steps)
     best = None
     if ctx.is_main:
         position = task.trainer.position

@@ -1,5 +1,6 @@
 """Classifier data: frame-label CSVs, the face/MRI image dataset, its transforms, the balanced loss.
-The original's, without its bugs in augmentation, loss, accuracy, bad files and subsets (README, Differences #14, #16)."""
+The original's, without its bugs in augmentation, loss, accuracy, bad files and subsets
+(README, Differences #14, #16)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -102,7 +102,8 @@ class TrainingTask(Protocol):
 
 def run_training(cfg: Config, ctx: DistContext, task_name: str, label: str, epochs: int,
                  build_task: Callable[[Path | None], TrainingTask], resume_path: str | None,
-                 checkpoint: dict | None, max_steps: int | None = None) -> tuple[TrainingTask, Path | None, str | None, bool]:
+                 checkpoint: dict | None,
+                 max_steps: int | None = None) -> tuple[TrainingTask, Path | None, str | None, bool]:
     """The sequence both trainers follow, fresh or resumed, in one process or under torchrun: make the run folder
     (rank 0, under logs/<time>/<task_name>/), build the task in it, restore the checkpoint, open the logs, train,
     close the logs. `label` names the run in what is printed.
