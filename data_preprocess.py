@@ -3,14 +3,14 @@
 Flags keep the original's names; several flags run in the original's fixed order. Inputs are never
 modified; every step can be interrupted and re-run to resume, split over --workers and --shard K/N.
 """
-import json
 import logging
 
 from utils.cli import config_from_args, make_parser, run
+from utils.fileio import write_json
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
-from utils.preprocess.jobs import parse_shard
+from utils.preprocess.jobs import check_failures, parse_shard
 from utils.preprocess.steps import STEPS
-from utils.runtime import choose_device, log_to_file, new_run_dir, seed_everything
+from utils.runtime import choose_device, log_to_file, new_run_dir, seed_everything, stop_on_signals
 
 
 def build_parser():
@@ -46,11 +46,14 @@ def main():
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
                       shard=shard, report_dir=run_dir, device=str(device))
     report = []
-    for step in chosen:
-        for summary in step.run(cfg, datasets, options, args.sample_video):
-            print(summary.line())
-            report.append({k: v for k, v in vars(summary).items() if k != "rows"})
-    (run_dir / "summary.json").write_text(json.dumps(report, indent=1, default=str), encoding="utf-8")
+    with stop_on_signals():  # SIGTERM/SIGINT stop the steps between items (utils.preprocess.jobs.run_items)
+        for step in chosen:
+            summaries = step.run(cfg, datasets, options, args.sample_video)
+            for summary in summaries:
+                print(summary.line())
+                report.append({k: v for k, v in vars(summary).items() if k != "rows"})
+            write_json(run_dir / "summary.json", report, indent=1)
+            check_failures(step.flag, summaries, run_dir)
     print(f"run folder: {run_dir.parent}")
 
 

@@ -1,8 +1,26 @@
-"""What every benchmark does at the end: write its result as JSON, print it, and exit non-zero on a missed target."""
+"""What benchmarks share: timing repeated calls, and at the end writing the result as JSON, printing it and exiting
+non-zero on a missed target."""
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+
+def time_calls(call: Callable[[], object], repeats: int) -> dict:
+    """Median and every time (s) of `repeats` calls of `call`, after one untimed warm-up call; the load average
+    of the machine (1 min) is recorded, since other processes share its cores."""
+    call()  # warm-up: allocations, kernel selection
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return {"median": float(np.median(times)), "all": times, "load_1min": os.getloadavg()[0]}
 
 
 def finish(result: dict, output: str | Path) -> int:

@@ -10,7 +10,6 @@ import argparse
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -20,12 +19,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common import finish  # noqa: E402
+from common import finish, time_calls  # noqa: E402
 
-from train_MRI_GAN import MRIGANTraining  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
 from utils.train.loop import DistContext  # noqa: E402
+from utils.train.mri_gan import MRIGANTraining  # noqa: E402
 
 IMSIZE = 256
 
@@ -66,14 +65,9 @@ def main() -> int:
                                     "discriminator": sum(p.numel() for p in task.D.parameters())}
             batch = {"A": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1,
                      "B": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1}
-            task.train_step(batch)  # warm-up (allocations, kernel selection)
-            times = []
-            for _ in range(args.steps):
-                start = time.perf_counter()
-                task.train_step(batch)
-                times.append(time.perf_counter() - start)
-            result["seconds_per_step"][str(batch_size)] = {"median": float(np.median(times)), "all": times}
-            print(f"batch {batch_size}: median {np.median(times):.3f} s per step", flush=True)
+            timing = time_calls(lambda: task.train_step(batch), args.steps)
+            result["seconds_per_step"][str(batch_size)] = timing
+            print(f"batch {batch_size}: median {timing['median']:.3f} s per step", flush=True)
     return finish(result, args.output)
 
 

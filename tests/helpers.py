@@ -1,6 +1,10 @@
-"""Helpers only the tests use: shorthand wrappers around the library, and broken media files."""
+"""Helpers only the tests use: shorthand wrappers around the library, broken media files, and real faults for
+child processes (preexec_fn): a file-size limit, and a root that obeys permission bits."""
 from __future__ import annotations
 
+import ctypes
+import os
+import resource
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -48,3 +52,26 @@ def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, P
     files["truncated"].write_bytes(data[: len(data) // 2])
     files["text"].write_text("this is not a video\n" * 20, encoding="utf-8")
     return files
+
+
+def file_size_limit(max_bytes: int):
+    """preexec_fn: no file may grow beyond `max_bytes` (writes fail with EFBIG, as on a full quota)."""
+    def apply():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return apply
+
+
+PR_CAPBSET_DROP = 24
+CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 1, 2
+
+
+def without_root_override() -> None:
+    """preexec_fn: root reads and writes whatever the permission bits say. Drop the two capabilities that let
+    it (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH) from the child's bounding set, so the kernel refuses it as it
+    refuses anyone else; a no-op for other users."""
+    if os.geteuid() != 0:
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
+        if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")

@@ -2,12 +2,14 @@
 import hashlib
 import json
 import random
+import resource
 from collections import Counter
 
 import numpy as np
 import pytest
 
 from utils.demo.synthetic import face_frames, face_photo, make_face_video
+from utils.errors import OutputError
 from utils.media.augment import (
     AUGMENTATIONS,
     DISTRACTIONS,
@@ -232,6 +234,19 @@ def test_augment_video_writes_a_copy_at_the_exact_fps_and_leaves_the_source(sour
     json.dumps(record)
     with VideoReader(dst) as reader:
         assert sum(1 for _ in reader.frames(1)) == 8
+
+
+def test_a_copy_cut_short_by_the_file_size_limit_is_an_output_error_and_leaves_nothing(source_video, tmp_path):
+    """OpenCV's video writer never reports a failed write; the frame count of what landed does."""
+    steps = [step("augmentation", "rescale", {"size": [800, 600]})]
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # a real limit; python ignores SIGXFSZ: EFBIG
+    try:
+        with pytest.raises(OutputError, match=r"cannot write \S+4000.mp4: the video writer stopped after"):
+            augment_video(source_video, tmp_path / "4000.mp4", steps, seed=3)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_augment_video_refuses_to_overwrite_its_source(source_video):

@@ -1,17 +1,22 @@
 """utils/checkpoint.py: safe loading (weights_only) of our checkpoints and the original project's, and one-line
-errors for missing, foreign, truncated, malicious or mismatched files."""
+errors for missing, foreign, truncated, malicious, mismatched, locked or too large files; failed checkpoint writes."""
 from __future__ import annotations
 
 import os
 import pathlib
+import resource
+import subprocess
+import sys
 
 import pytest
 import torch
 
 from models.mri_gan import Discriminator, Generator
-from tests.helpers import load_checkpoint
+from tests.helpers import load_checkpoint, without_root_override
 from utils.checkpoint import read_checkpoint
-from utils.errors import CheckpointError, ConfigError
+from utils.config import PROJECT_ROOT
+from utils.errors import CheckpointError, ConfigError, OutputError
+from utils.train.loop import save_checkpoint
 
 
 class RunsAShellCommand:
@@ -47,8 +52,7 @@ def test_missing_file_is_a_one_line_config_error_naming_it(tmp_path):
     assert isinstance(error.value, ConfigError) and isinstance(error.value, ValueError)
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, this is text\n", b"this is not a torch file",
-                                     b"PK\x03\x04 truncated zip"])
+@pytest.mark.parametrize("content", [b"", b"hello, this is text\n", b"this is not a torch file"])
 def test_non_checkpoint_files_are_refused_in_one_line(tmp_path, content):
     path = tmp_path / "notes.chkpt"
     path.write_bytes(content)
@@ -57,12 +61,14 @@ def test_non_checkpoint_files_are_refused_in_one_line(tmp_path, content):
     assert "\n" not in str(error.value)
 
 
-def test_truncated_checkpoint_is_refused(tmp_path, nets):
+def test_truncated_checkpoint_is_named_truncated(tmp_path, nets):
     path = original_style_checkpoint(tmp_path / "full.chkpt", *nets)
     cut = tmp_path / "cut.chkpt"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match="cut.chkpt: not a PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="cut.chkpt: truncated or damaged checkpoint"):
         read_checkpoint(cut)
+    with pytest.raises(CheckpointError, match="is a folder"):
+        read_checkpoint(tmp_path)
 
 
 def test_malicious_pickle_is_refused_without_running_its_code(tmp_path):
@@ -114,3 +120,45 @@ def test_weights_of_another_model_list_missing_and_unexpected_keys(tmp_path, net
         load_checkpoint(path, Discriminator(ndf=4), key="generator_state_dict")
     with pytest.raises(CheckpointError, match="no state dict under 'model_state_dict'"):
         load_checkpoint(path, Discriminator(ndf=4), key="model_state_dict")
+
+
+def test_a_checkpoint_beyond_the_file_size_limit_is_an_output_error_and_leaves_no_partial_file(tmp_path):
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, hard))  # a real limit; python ignores SIGXFSZ: EFBIG
+    try:
+        with pytest.raises(OutputError, match=r"cannot write \S+big.chkpt: File too large \(EFBIG\)"):
+            save_checkpoint(tmp_path / "big.chkpt", {"weights": torch.zeros(1 << 20)})
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert list(tmp_path.iterdir()) == []
+    assert read_checkpoint(save_checkpoint(tmp_path / "small.chkpt", {"weights": torch.ones(3)}))["weights"].sum() == 3
+
+
+READ_IN_A_CHILD = """
+import resource, sys
+from utils.checkpoint import read_checkpoint
+from utils.errors import CheckpointError
+locked, big = sys.argv[1:]
+for path in (locked, big):
+    if path == big:  # leave 64 MB of address space above what the process uses now: too little for 128 MB
+        size = int(next(line for line in open("/proc/self/status") if line.startswith("VmSize")).split()[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20), resource.RLIM_INFINITY))
+    try:
+        read_checkpoint(path)
+        print("loaded", path)
+    except CheckpointError as exc:
+        print(exc)
+"""
+
+
+def test_unreadable_checkpoints_say_permission_denied_or_not_enough_memory(tmp_path):
+    locked, big = tmp_path / "locked.chkpt", tmp_path / "big.chkpt"
+    torch.save({"weights": torch.ones(3)}, locked)
+    locked.chmod(0)
+    torch.save({"weights": torch.zeros(32 << 20)}, big)  # 128 MB
+    result = subprocess.run([sys.executable, "-c", READ_IN_A_CHILD, str(locked), str(big)], cwd=PROJECT_ROOT,
+                            capture_output=True, text=True, timeout=120, preexec_fn=without_root_override)
+    assert result.stdout.splitlines() == [
+        f"{locked}: permission denied: this user may not read the checkpoint",
+        f"{big}: not enough memory to load the checkpoint (128 MB on disk); free memory or raise the job's memory "
+        "limit"], result.stderr

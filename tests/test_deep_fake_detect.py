@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import cv2
@@ -18,6 +21,7 @@ import torch
 from utils.checkpoint import read_checkpoint
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
+from utils.errors import Interrupted, exit_code
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
 from utils.train.classifier import train
@@ -205,6 +209,27 @@ def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, 
     assert (run_dir / "test" / "metrics.json").is_file()
 
 
+def test_sigint_saves_a_checkpoint_at_the_next_step_and_stops_with_exit_code_130(data, tmp_path):
+    cfg = load_config(None, settings(data, tmp_path, "deep_fake.training.model_params.dataset=plain"))
+
+    def press_ctrl_c_after_the_first_step():
+        deadline = time.time() + 120
+        while time.time() < deadline and not any(len(p.read_text().splitlines()) > 1
+                                                 for p in tmp_path.glob("*/deep_fake/train_steps.csv")):
+            time.sleep(0.01)
+        os.kill(os.getpid(), signal.SIGINT)  # a real signal, handled by the training loop in the main thread
+
+    threading.Thread(target=press_ctrl_c_after_the_first_step, daemon=True).start()
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, DistContext())
+    (run_dir,) = run_dirs(tmp_path)
+    step = load(run_dir / "checkpoint.chkpt")["global_step"]
+    assert exit_code(stopped.value) == 130 and f"stopped by SIGINT at step {step}" in str(stopped.value)
+    assert 0 < step < 6 and len(pd.read_csv(run_dir / "train_steps.csv")) == step
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "stopped by SIGINT"
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the loop gave Ctrl-C back
+
+
 def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data, tmp_path, plain_run):
     best = plain_run / "lowest_loss.chkpt"
     before = best.read_bytes()
@@ -287,7 +312,7 @@ def test_unreadable_image_is_one_line_error_naming_it(data, tmp_path):
     error = one_line_error(script("--train_from_scratch", *flags(copy, tmp_path / "logs",
                                                                  "deep_fake.training.model_params.dataset=plain",
                                                                  "runtime.loader_workers=1")), after_progress_bars=True)
-    assert str(broken) in error and "cannot read image" in error
+    assert str(broken) in error and "cannot read image" in error and "re-run data_preprocess.py --crop_faces" in error
 
 
 def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data, tmp_path):

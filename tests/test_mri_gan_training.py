@@ -3,10 +3,15 @@ Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real 
 from __future__ import annotations
 
 import csv
+import json
+import logging
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -18,7 +23,7 @@ from PIL import Image
 
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import face_photo
-from utils.errors import ConfigError, DataFileError
+from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
 from utils.train.loop import DistContext, make_loader
@@ -226,12 +231,35 @@ def test_sample_grid_has_title_band_and_one_row_per_sample(full_run):
     assert grid.shape == (24 + 4 * 128, 3 * 128, 3)  # 2 real + 2 fake rows of face | target | generated
 
 
-def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, tmp_path, full_run):
-    cfg = tiny_config(data, tmp_path, "MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3")
-    run_dir = train(cfg, DistContext(), max_steps=4)  # killed one step after the step-3 checkpoint
+def wait_for_rows(logs: Path, rows: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the step log of the run under `logs` has `rows` data rows."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        found = list(logs.glob("*/MRI_GAN/losses.csv"))
+        if found and len(found[0].read_text().splitlines()) > rows:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"no {rows} rows in the step log under {logs} (exit code {process.poll()})")
+
+
+def test_sigterm_saves_at_the_next_step_and_the_resumed_run_ends_with_the_uninterrupted_weights(
+        data, tmp_path, full_run):
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_from_scratch",
+                                *sum((["--set", s] for s in settings(data, tmp_path, "MRI_GAN.model_params.n_epochs=2",
+                                                                      "MRI_GAN.model_params.chkpt_freq=3")), [])],
+                               cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(tmp_path, 1, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    (run_dir,) = run_dirs(tmp_path)
     periodic = run_dir / "checkpoint.chkpt"
-    assert torch.load(periodic, weights_only=True)["global_step"] == 3
-    assert len(read_rows(run_dir / "losses.csv")) == 4
+    stopped_at = torch.load(periodic, weights_only=True)["global_step"]
+    assert 0 < stopped_at < 8 and len(read_rows(run_dir / "losses.csv")) == stopped_at  # saved at the step it stopped
+    last_line = stderr.strip().splitlines()[-1]
+    assert "Traceback" not in stderr and f"stopped by SIGTERM at step {stopped_at}" in last_line
+    assert f"--train_resume {periodic}" in last_line
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "stopped by SIGTERM"
 
     resumed_cfg, checkpoint = config_for_resume(str(periodic), [])
     assert train(resumed_cfg, DistContext(), str(periodic), checkpoint) == run_dir  # continues in place
@@ -245,6 +273,38 @@ def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, 
     ours_log, reference_log = (pd.read_csv(p / "losses.csv") for p in (run_dir, full_run))
     assert list(ours_log["step"]) == list(range(1, 9))
     assert np.allclose(ours_log["loss_G"], reference_log["loss_G"], rtol=1e-5)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["exact"] and summary["resumes"][0]["at_step"] == stopped_at
+
+
+def test_diverging_loss_stops_naming_the_step_and_never_overwrites_the_good_checkpoint(data, tmp_path):
+    # a learning rate of 1e20 sends the weights to ~1e20 after one Adam step: the next losses overflow
+    cfg = tiny_config(data, tmp_path, "MRI_GAN.model_params.lr=1.0e+20", "MRI_GAN.model_params.chkpt_freq=1")
+    with pytest.raises(NonFiniteLoss) as error:
+        train(cfg, DistContext())
+    (run_dir,) = run_dirs(tmp_path)
+    periodic = run_dir / "checkpoint.chkpt"
+    good = torch.load(periodic, weights_only=True)
+    bad_step = len(read_rows(run_dir / "losses.csv"))
+    assert good["global_step"] == bad_step - 1  # the step whose loss was not finite was never saved
+    assert all(torch.isfinite(t).all() for t in good["generator_state_dict"].values())
+    message = str(error.value)
+    assert "\n" not in message and f"at step {bad_step} " in message
+    assert f"the last good checkpoint is {periodic} (step {bad_step - 1})" in message
+    assert exit_code(error.value) == 1
+
+
+def test_resume_with_other_loader_workers_says_it_is_not_exact(full_run, tmp_path, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(full_run, copy)
+    cfg, checkpoint = config_for_resume(str(copy / "checkpoint.chkpt"), [
+        "runtime.loader_workers=1", f"logging.root_log_dir={tmp_path / 'logs'}"])
+    with caplog.at_level(logging.WARNING):
+        run_dir = train(cfg, DistContext(), str(copy / "checkpoint.chkpt"), checkpoint)  # 2 of 2 epochs: no step
+    warning = "loader workers changed from 0 to 1"
+    assert any(warning in record.getMessage() and "not exact" in record.getMessage() for record in caplog.records)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert not summary["exact"] and warning in summary["resumes"][0]["warnings"][0]
 
 
 def test_resume_from_a_best_checkpoint_starts_a_new_folder_and_keeps_that_file(full_run, tmp_path):
@@ -284,18 +344,48 @@ def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
     assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
 
 
-def test_torchrun_trains_with_two_cpu_processes_and_rank0_writes_once(data, tmp_path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_MRI_GAN.py",
-                             "--train_from_scratch", *sum((["--set", s] for s in settings(
-                                 data, tmp_path, "MRI_GAN.model_params.batch_size=4",
-                                 "MRI_GAN.model_params.n_epochs=1")), [])],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, env=env)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("MRI-GAN run folder") == 1
-    (run_dir,) = run_dirs(tmp_path)
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        return probe.getsockname()[1]
+
+
+def train_sbatch(data: Path, logs: Path, processes: int, port: int) -> subprocess.Popen:
+    """cluster/train.sbatch run by hand, with the variables SLURM would set: one node, `processes` CPU processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": "test", "SLURM_NNODES": "1",
+           "SLURM_GPUS_ON_NODE": str(processes), "LOG_ROOT": str(logs), "MASTER_PORT": str(port),
+           "TORCHRUN": str(Path(sys.executable).with_name("torchrun")), "PATH": f"{Path(sys.executable).parent}:"
+                                                                               f"{os.environ['PATH']}"}
+    flags = sum((["--set", s] for s in settings(data, logs, "MRI_GAN.model_params.batch_size=4",
+                                                 "MRI_GAN.model_params.n_epochs=3")), [])
+    return subprocess.Popen(["bash", "cluster/train.sbatch", "train_MRI_GAN.py", *flags], cwd=PROJECT_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_and_resumes(data, tmp_path):
+    """cluster/train.sbatch with 2 CPU processes (gloo): SIGTERM to the batch shell reaches both ranks, which
+    stop at the same step; rank 0 writes one checkpoint; the job run again resumes from it (with 1 process,
+    which the run's summary reports as an inexact resume)."""
+    logs = tmp_path / "logs"
+    first = train_sbatch(data, logs, 2, free_port())
+    wait_for_rows(logs, 1, first, timeout=180)
+    first.send_signal(signal.SIGTERM)
+    stdout, stderr = first.communicate(timeout=180)
+    assert first.returncode == 143, stderr[-3000:]
+    assert stdout.count("MRI-GAN run folder") == 1 and "--train_from_scratch" in stdout
+    (run_dir,) = run_dirs(logs)
     checkpoint = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)
+    step = checkpoint["global_step"]
+    assert {f"rank {rank}: stopped by SIGTERM at step {step}" for rank in (0, 1)} <= set(stdout.splitlines())
+    assert 0 < step < 6 and len(read_rows(run_dir / "losses.csv")) == step
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng_per_rank"]) == 2
-    assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == [1, 2]  # 8 items, global batch 4
     assert not any(key.startswith("module.") for key in checkpoint["generator_state_dict"])
+
+    second = train_sbatch(data, logs, 1, free_port())
+    stdout, stderr = second.communicate(timeout=180)
+    assert second.returncode == 0, stderr[-3000:]
+    assert f"--train_resume {run_dir / 'checkpoint.chkpt'}" in stdout and run_dirs(logs) == [run_dir]
+    assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == list(range(1, 7))  # 8 items, batch 4
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and not summary["exact"]
+    assert "world size changed from 2 to 1" in summary["resumes"][0]["warnings"][0]

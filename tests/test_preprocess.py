@@ -2,6 +2,8 @@
 import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import pytest
 import yaml
 
 from utils.config import PROJECT_ROOT, load_config
+from tests.helpers import file_size_limit, without_root_override
 from utils.demo.synthetic import (
     background,
     dataset_config,
@@ -23,6 +26,8 @@ from utils.demo.synthetic import (
     make_image_folder,
     write_video,
 )
+from utils.errors import IntermediateError
+from utils.fileio import png_complete, read_csv_intermediate, read_rgb
 
 STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
 
@@ -57,9 +62,9 @@ def write_config(data: Path, out: Path, **sections) -> Path:
     return path
 
 
-def preprocess(config: Path, *args, check=True, timeout=600):
+def preprocess(config: Path, *args, check=True, timeout=600, **popen):
     result = subprocess.run([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(config),
-                             "--workers", "1", *args], capture_output=True, text=True, timeout=timeout)
+                             "--workers", "1", *args], capture_output=True, text=True, timeout=timeout, **popen)
     if check:
         assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
@@ -171,6 +176,7 @@ def test_bad_videos_are_logged_and_the_step_goes_on(tmp_path):
     config = write_config(data, tmp_path / "out")
     result = preprocess(config, "--extract_landmarks", "--crop_faces", "--gen_deepfake_metadata")
     assert "landmarks dfdc_valid: 6 items: 5 done, 0 already done, 1 failed" in result.stdout
+    assert "--extract_landmarks: 1 of 14 items failed" in result.stdout  # some failed: said, and exit code 0
     runs = sorted((tmp_path / "out/logs").iterdir())
     failures = pd.read_csv(runs[-1] / "preprocess" / "extract_landmarks_dfdc_valid_failures.csv")
     reasons = dict(zip(failures["item"].map(lambda p: Path(p).name), failures["reason"]))
@@ -191,14 +197,19 @@ def test_missing_inputs_name_the_config_key(tmp_path):
     assert result.returncode == 2 and "data_path.celeb_df_v2.real" in result.stderr
 
 
-def test_shards_and_workers_give_the_same_files_as_one_run(tmp_path):
+def test_slurm_array_shards_and_workers_give_the_same_files_as_one_run(tmp_path):
     data = make_data(tmp_path / "data", extras=False)
     steps = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset"]
     single = write_config(data, tmp_path / "single")
     preprocess(single, *steps)
     sharded = write_config(data, tmp_path / "sharded")
-    for shard in ("1/2", "2/2"):
-        preprocess(sharded, *steps, "--shard", shard)
+    for task in range(2):  # the SLURM array script, run by hand for each task of a 2-task array
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2",
+               "PYTHON": sys.executable}
+        result = subprocess.run(["bash", "cluster/preprocess.sbatch", *steps, "--config", str(sharded)],
+                                cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr
+        assert f"shard {task + 1}/2" in result.stdout
     pooled = write_config(data, tmp_path / "pooled")
     subprocess.run([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(pooled), *steps,
                     "--workers", "2"], check=True, capture_output=True, timeout=600)
@@ -296,3 +307,160 @@ def test_gen_dfdc_mri_predicts_one_mri_per_crop(pipeline):
         mri = pd.read_csv(cfg.asset(f"features.dfdc.{split}_mriframe_label"))
         assert plain.equals(mri)
     assert tree_hashes(pipeline["data"]) == pipeline["before"]
+
+
+# --- faults: exit codes, failed writes, corrupt intermediates, signals ---------------------------------------
+
+DFDC_OUTPUTS = ("dfdc/landmarks/", "dfdc/crop_faces/")
+
+
+def subtree(hashes: dict[str, str], *prefixes: str) -> dict[str, str]:
+    return {path: digest for path, digest in hashes.items() if path.startswith(prefixes)}
+
+
+def started_from(pipeline, out: Path, *parts: str) -> Path:
+    """A config writing to `out` whose features start as a copy of the pipeline's `parts` (e.g. dfdc/landmarks)."""
+    config = write_config(pipeline["data"], out)
+    for part in parts:
+        shutil.copytree(pipeline["out"] / "features" / part, out / "features" / part)
+    return config
+
+
+def partial_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if ".partial" in p.name or ".stale" in p.name]
+
+
+def last_line(result) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_step_whose_every_item_failed_exits_1_after_writing_its_failures_csv(tmp_path):
+    data = tmp_path / "data"
+    make_dfdc_dataset(data / "dfdc", videos_per_split=1, n_frames=5, seed=5)
+    videos = sorted(data.rglob("*.mp4"))
+    for video in videos:
+        video.write_bytes(b"not a video")
+    result = preprocess(write_config(data, tmp_path / "out"), "--extract_landmarks", check=False)
+    assert result.returncode == 1
+    assert last_line(result).startswith(f"data_preprocess.py: --extract_landmarks: all {len(videos)} items failed")
+    (run,) = (tmp_path / "out/logs").iterdir()
+    failures = pd.concat(pd.read_csv(f) for f in (run / "preprocess").glob("extract_landmarks_*_failures.csv"))
+    assert len(failures) == len(videos) and failures["reason"].str.contains("not a video file").all()
+
+
+def test_a_failed_write_stops_the_step_at_once_and_the_rerun_ends_with_the_uninterrupted_files(pipeline, tmp_path):
+    out = tmp_path / "out"
+    config = started_from(pipeline, out, "dfdc/landmarks")
+
+    # every crop PNG is larger than this limit; the run's config and log files are smaller
+    limit = min(p.stat().st_size for p in (pipeline["out"] / "features/dfdc/crop_faces").rglob("*.png")) - 1
+    result = preprocess(config, "--crop_faces", "--datasets", "dfdc", check=False, preexec_fn=file_size_limit(limit))
+    assert result.returncode == 4
+    assert re.fullmatch(r"data_preprocess.py: cannot write \S+/crop_faces/train/\S+\.png: File too large \(EFBIG\);.*",
+                        last_line(result))
+    assert "crops dfdc_train" not in result.stdout  # stopped at once, not after failing every later item
+    assert not partial_files(out) and not list((out / "features/dfdc/crop_faces").rglob("*.png"))
+    preprocess(config, "--crop_faces", "--datasets", "dfdc")
+    assert subtree(tree_hashes(out / "features"), "dfdc/") == \
+        subtree(tree_hashes(pipeline["out"] / "features"), *DFDC_OUTPUTS)
+
+
+def test_a_read_only_output_folder_stops_the_step_in_one_line(pipeline, tmp_path):
+    out = tmp_path / "out"
+    config = started_from(pipeline, out, "dfdc/landmarks")
+    read_only = out / "features/dfdc/crop_faces/train"
+    read_only.mkdir(parents=True)
+    read_only.chmod(0o555)
+    try:
+        result = preprocess(config, "--crop_faces", "--datasets", "dfdc", check=False, preexec_fn=without_root_override)
+    finally:
+        read_only.chmod(0o755)
+    assert result.returncode == 4, result.stderr
+    assert re.fullmatch(rf"data_preprocess.py: cannot write {read_only}/\w+: Permission denied \(EACCES\);.*",
+                        last_line(result))
+    assert not partial_files(out) and not any(read_only.iterdir())
+
+
+def test_corrupt_intermediates_are_named_and_rerunning_their_step_rebuilds_only_them(pipeline, tmp_path):
+    out = tmp_path / "out"
+    config = started_from(pipeline, out, "dfdc/landmarks", "dfdc/crop_faces")
+    cut_json = sorted((out / "features/dfdc/landmarks/train").glob("*.json"))[0]
+    cut_json.write_text(cut_json.read_text()[:40])
+    shutil.rmtree(out / "features/dfdc/crop_faces/train" / cut_json.stem)
+    cut_png = sorted((out / "features/dfdc/crop_faces/valid").glob("*/0_0.png"))[0]
+    cut_png.write_bytes(cut_png.read_bytes()[:300])
+
+    result = preprocess(config, "--crop_faces", "--datasets", "dfdc")
+    assert "--crop_faces: 1 of 12 items failed" in result.stdout
+    assert "crops dfdc_valid: 4 items: 1 done, 3 already done" in result.stdout  # the truncated PNG's folder
+    run = max((out / "logs").iterdir())
+    (reason,) = pd.read_csv(run / "preprocess" / "crop_faces_dfdc_train_failures.csv")["reason"]
+    assert reason.startswith(f"{cut_json} is corrupt (not valid JSON")
+    assert reason.endswith("re-run data_preprocess.py --extract_landmarks to rebuild it")
+
+    result = preprocess(config, "--extract_landmarks", "--crop_faces", "--datasets", "dfdc")
+    assert "landmarks dfdc_train: 4 items: 1 done, 3 already done" in result.stdout
+    assert "crops dfdc_train: 4 items: 1 done, 3 already done" in result.stdout
+    assert subtree(tree_hashes(out / "features"), "dfdc/") == \
+        subtree(tree_hashes(pipeline["out"] / "features"), *DFDC_OUTPUTS)
+
+
+def test_truncated_images_and_csvs_are_reported_as_corrupt_with_the_step_that_rebuilds_them(pipeline, tmp_path):
+    crop = next((pipeline["out"] / "features/dfdc/crop_faces/train").glob("*/0_0.png"))
+    cut = tmp_path / "0_0.png"
+    cut.write_bytes(crop.read_bytes()[:300])
+    assert png_complete(crop) and not png_complete(cut)
+    with pytest.raises(IntermediateError, match=rf"^{cut} is corrupt \(.*\); re-run data_preprocess.py "
+                                                r"--crop_faces to rebuild it$"):
+        read_rgb(cut, "--crop_faces")
+    table = pipeline["cfg"].asset("features.mri_dataset_real_train_csv")
+    cut_table = tmp_path / "real_train.csv"
+    cut_table.write_text(table.read_text()[:-30])
+    with pytest.raises(IntermediateError, match="is corrupt \\(truncated: the last row is cut short\\); re-run "
+                                                "data_preprocess.py --gen_mri_dataset to rebuild it"):
+        read_csv_intermediate(cut_table, "--gen_mri_dataset")
+    with pytest.raises(IntermediateError, match="absent.csv not found; run data_preprocess.py --gen_mri_dataset"):
+        read_csv_intermediate(tmp_path / "absent.csv", "--gen_mri_dataset")
+
+
+def test_sigterm_and_sigint_stop_between_items_and_the_rerun_resumes(pipeline, tmp_path):
+    out = tmp_path / "out"
+    config = write_config(pipeline["data"], out)
+    landmarks = out / "features/dfdc/landmarks"
+
+    def count() -> int:
+        return len(list(landmarks.rglob("*.json")))
+
+    def interrupt(signum: int, workers: int) -> subprocess.CompletedProcess:
+        """Start the step, send `signum` once one more video is done, and wait for the process to end."""
+        before = count()
+        process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(config),
+                                    "--extract_landmarks", "--datasets", "dfdc", "--workers", str(workers)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 300
+        while count() == before and process.poll() is None and time.time() < deadline:
+            time.sleep(0.01)
+        process.send_signal(signum)
+        stdout, stderr = process.communicate(timeout=300)
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+    stopped = interrupt(signal.SIGTERM, workers=1)
+    assert stopped.returncode == 143
+    assert re.fullmatch(r"data_preprocess.py: stopped by SIGTERM during 'landmarks dfdc_\w+' after \d+ of 4 items; "
+                        r"finished outputs are kept: re-run the same command to resume", last_line(stopped))
+    first = count()
+    assert 0 < first < 12 and not partial_files(out)
+
+    stopped = interrupt(signal.SIGINT, workers=2)  # the process pool: items in progress finish, then it stops
+    assert stopped.returncode == 130 and "stopped by SIGINT" in last_line(stopped)
+    assert first < count() < 12 and not partial_files(out)
+
+    preprocess(config, "--extract_landmarks", "--datasets", "dfdc")
+    ours, reference = out / "features/dfdc/landmarks", pipeline["out"] / "features/dfdc/landmarks"
+    assert tree_hashes(ours).keys() == tree_hashes(reference).keys()
+    for path in reference.rglob("*.json"):  # pool workers run MTCNN on 1 thread: float noise in the last digits
+        mine, theirs = json.loads((ours / path.relative_to(reference)).read_text()), json.loads(path.read_text())
+        assert mine.keys() == theirs.keys(), path.name
+        for frame in theirs:
+            assert np.allclose(numbers(mine[frame]), numbers(theirs[frame]), atol=1e-3), (path.name, frame)

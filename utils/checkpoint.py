@@ -21,20 +21,51 @@ ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath
 
 
 def read_checkpoint(path: str | Path) -> Any:
-    """Load a checkpoint file onto the CPU with weights_only=True; raise CheckpointError on any failure."""
+    """Load a checkpoint file onto the CPU with weights_only=True; raise CheckpointError on any failure, saying
+    what happened: not found, permission denied, not enough memory, truncated, or not a checkpoint at all."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
     try:
+        with open(path, "rb") as handle:
+            head = handle.read(4)
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise CheckpointError(f"{path}: permission denied: this user may not read the checkpoint") from None
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({exc.strerror or exc})") from None
+    except MemoryError:
+        raise CheckpointError(_out_of_memory(path)) from None
     except UnpicklingError as exc:
         if "Weights only load failed" in str(exc):
             raise CheckpointError(f"{path}: refused to load: it holds Python objects outside the weights-only "
                                   f"allow-list ({_unsafe_globals(path)}); it may be malicious") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one") from None
+        raise CheckpointError(_unreadable(path, head)) from None
+    except RuntimeError as exc:
+        if "can't allocate memory" in str(exc) or "not enough memory" in str(exc):  # torch's CPU allocator
+            raise CheckpointError(_out_of_memory(path)) from None
+        raise CheckpointError(_unreadable(path, head)) from None
     except Exception:  # arbitrary bytes make the unpickler fail in many ways (IndexError, KeyError, EOFError...)
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or a truncated one") from None
+        raise CheckpointError(_unreadable(path, head)) from None
+
+
+def _out_of_memory(path: Path) -> str:
+    return (f"{path}: not enough memory to load the checkpoint ({path.stat().st_size / 2**20:.0f} MB on disk); "
+            "free memory or raise the job's memory limit")
+
+
+def _unreadable(path: Path, head: bytes) -> str:
+    """Why torch could not read a file: a damaged zip archive (torch's format) or legacy pickle is most likely
+    truncated; anything else is not a PyTorch checkpoint."""
+    size = path.stat().st_size
+    if head.startswith(b"PK"):
+        return f"{path}: truncated or damaged checkpoint (a zip archive torch cannot read, {size} bytes)"
+    if head.startswith(b"\x80"):
+        return f"{path}: truncated or damaged checkpoint (legacy torch format, {size} bytes)"
+    return f"{path}: not a PyTorch checkpoint (it starts with {head!r}, {size} bytes)"
 
 
 def state_dict_in(checkpoint: Any, key: str | None = None, source: str | Path = "checkpoint") -> dict:

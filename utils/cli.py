@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Callable
 
 from utils.config import Config, load_config
-from utils.errors import EXIT_BAD_INPUT, EXIT_OK, ConfigError, NoFaceError, StepFailed, VideoError, exit_code
+from utils.errors import (EXIT_BAD_INPUT, EXIT_OK, ConfigError, Interrupted, NoFaceError, NonFiniteLoss, OutputError,
+                          StepFailed, VideoError, exit_code)
 
 
 def make_parser(description: str, epilog: str | None = None, device: bool = True) -> argparse.ArgumentParser:
@@ -42,7 +43,8 @@ def run(main: Callable[[], int | None]) -> None:
     prog = Path(sys.argv[0]).name
     try:
         code = main()
-    except (ConfigError, VideoError, NoFaceError, StepFailed, KeyboardInterrupt) as exc:
+    except (ConfigError, VideoError, NoFaceError, StepFailed, NonFiniteLoss, OutputError, Interrupted,
+            KeyboardInterrupt) as exc:
         code = exit_code(exc)
         if isinstance(exc, KeyboardInterrupt):
             print(f"{prog}: interrupted; finished outputs are kept, re-run the same command to resume", file=sys.stderr)

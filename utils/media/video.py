@@ -19,7 +19,8 @@ if hasattr(cv2, "utils") and hasattr(cv2.utils, "logging"):
 
 import numpy as np  # noqa: E402
 
-from utils.errors import VideoError  # noqa: E402
+from utils.errors import OutputError, VideoError  # noqa: E402
+from utils.fileio import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -145,21 +146,28 @@ def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIO
 def write_video(path: str | Path, frames, fps: float = 10.0, fourcc: str = "mp4v") -> Path:
     """Write RGB frames to `path` (codec `fourcc`), atomically: a temp file renamed when complete."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
-    writer = None
-    try:
-        for frame in frames:
-            if writer is None:
-                height, width = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
-                if not writer.isOpened():
-                    raise OSError(f"OpenCV cannot write {fourcc} video to {tmp}")
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    finally:
-        if writer is not None:
-            writer.release()
-    if writer is None:
-        raise ValueError("write_video needs at least one frame")
-    tmp.replace(path)
+    writer, count = None, 0
+    with atomic_path(path) as tmp:
+        try:
+            for frame in frames:
+                if writer is None:
+                    height, width = frame.shape[:2]
+                    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+                    if not writer.isOpened():
+                        raise OutputError(f"cannot write {path}: OpenCV cannot open a {fourcc} video writer there")
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                count += 1
+        finally:
+            if writer is not None:
+                writer.release()
+        if writer is None:
+            raise ValueError("write_video needs at least one frame")
+        # OpenCV's writer never reports a failed write (disk full, file-size limit): count what landed.
+        check = cv2.VideoCapture(str(tmp))
+        landed = int(check.get(cv2.CAP_PROP_FRAME_COUNT)) if check.isOpened() else 0
+        check.release()
+        if landed != count:
+            raise OutputError(f"cannot write {path}: the video writer stopped after {landed} of {count} frames "
+                              f"({tmp.stat().st_size if tmp.exists() else 0} bytes written; disk full, quota or "
+                              "file-size limit?)")
     return path

@@ -7,10 +7,10 @@ from pathlib import Path
 from utils.config import Config
 from utils.datasets import dfdc_train_videos
 from utils.errors import ConfigError
-from utils.fileio import write_json
+from utils.fileio import read_json_intermediate, write_json
 from utils.media.video import VideoReader
 from utils.preprocess import jobs
-from utils.preprocess.common import Options, read_json
+from utils.preprocess.common import Options
 
 
 def apply_aug_to_sample(cfg: Config, sample_video: str | None) -> jobs.Summary:
@@ -66,9 +66,7 @@ def apply_aug_to_all(cfg: Config, options: Options) -> jobs.Summary:
     if out.resolve() == root.resolve():
         raise ConfigError("config key 'data_path.dfdc.data_augmentation.output_path' must differ from "
                           "data_path.dfdc.train: the training videos are never overwritten")
-    plan_file = read_json(_plan_path(cfg))
-    if not isinstance(plan_file, dict):
-        raise ConfigError(f"no augmentation plan at {_plan_path(cfg)}; run --gen_aug_plan first")
+    plan_file = read_json_intermediate(_plan_path(cfg), "--gen_aug_plan")
     plan = {entry["video"]: entry for entry in plan_file["entries"]}
     videos = [v for v in dfdc_train_videos(root) if v.path.exists()]
     for meta in sorted({v.path.parent / "metadata.json" for v in videos}):

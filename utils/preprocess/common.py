@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from utils.config import Config
 from utils.datasets import dfdc_train_videos, image_files
 from utils.errors import ConfigError, ItemError
-from utils.fileio import write_png
+from utils.fileio import atomic_dir, folder_complete, write_png
 from utils.media.faces import FaceDetector
 from utils.media.video import list_videos
 from utils.preprocess import jobs
@@ -150,24 +149,11 @@ def read_json(path: Path):
         return None
 
 
-def partial_dir(final: Path) -> Path:
-    return final.with_name(f".{final.name}.partial")
-
-
-def fresh_partial_dir(final: Path) -> Path:
-    """An empty hidden folder beside `final`; a leftover one from a killed run is ours and is cleared."""
-    tmp = partial_dir(final)
-    if tmp.exists():
-        shutil.rmtree(tmp)  # our own unfinished output from an interrupted run, never an input
-    tmp.mkdir(parents=True)
-    return tmp
-
-
 def write_folder(final: Path, images: dict[str, np.ndarray]) -> None:
-    """Write images into a hidden temp folder, then rename it to `final` (which appears complete or not at all)."""
-    if final.is_dir():
+    """Write images into a hidden temp folder, then rename it to `final` (which appears complete or not at all);
+    a finished folder is kept, a damaged one (a truncated PNG) is replaced."""
+    if folder_complete(final):
         return
-    tmp = fresh_partial_dir(final)
-    for name, image in sorted(images.items()):
-        write_png(tmp / name, image)
-    tmp.rename(final)
+    with atomic_dir(final) as tmp:
+        for name, image in sorted(images.items()):
+            write_png(tmp / name, image)

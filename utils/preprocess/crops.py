@@ -4,33 +4,28 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.config import Config
-from utils.errors import ConfigError, ItemError
-from utils.fileio import read_rgb, write_png
+from utils.fileio import atomic_dir, folder_complete, png_complete, read_json_intermediate, read_rgb, write_png
 from utils.media.faces import crop_face, crop_name, faces_from_entry
 from utils.media.video import VideoReader
 from utils.preprocess import jobs
-from utils.preprocess.common import Options, fresh_partial_dir, image_sets, read_json, video_sets
+from utils.preprocess.common import Options, image_sets, video_sets
 
 
 def crop_job(item) -> jobs.Outcome:
     """Crop every face listed in a video's landmarks JSON; the crop folder appears only when complete."""
     video, json_path, crop_dir, step, margin = item
     crop_dir = Path(crop_dir)
-    if crop_dir.is_dir():
+    if folder_complete(crop_dir):
         return jobs.Outcome(jobs.SKIPPED)
-    record = read_json(Path(json_path))
-    if not isinstance(record, dict):
-        raise ItemError(f"no landmarks JSON {json_path}; run --extract_landmarks first")
-    tmp = fresh_partial_dir(crop_dir)
+    record = read_json_intermediate(json_path, "--extract_landmarks")
     written = 0
-    with VideoReader(video) as reader:
+    with VideoReader(video) as reader, atomic_dir(crop_dir) as tmp:
         for index, frame in reader.frames(step):
             for face_index, face in enumerate(faces_from_entry(record.get(str(index)))):
                 crop = crop_face(frame, face.box, margin)
                 if crop is not None:
                     write_png(tmp / crop_name(index, face_index), crop)
                     written += 1
-    tmp.rename(crop_dir)
     return jobs.Outcome(jobs.DONE, count=written, problem="" if written else "no face crops (no face found)")
 
 
@@ -39,13 +34,13 @@ def image_crop_job(item) -> jobs.Outcome:
     image, entry, crops_dir, margin = item
     faces = faces_from_entry(entry)
     targets = [Path(crops_dir) / f"{Path(image).stem}_{j}.png" for j in range(len(faces))]
-    if all(t.exists() for t in targets):
+    if all(png_complete(t) for t in targets):
         return jobs.Outcome(jobs.SKIPPED)
     rgb = read_rgb(image)
     written = 0
     for face, target in zip(faces, targets):
         crop = crop_face(rgb, face.box, margin)
-        if crop is not None and not target.exists():
+        if crop is not None and not png_complete(target):
             write_png(target, crop)
             written += 1
     return jobs.Outcome(jobs.DONE, count=written)
@@ -61,9 +56,7 @@ def crop_faces(cfg: Config, datasets: list[str], options: Options) -> list[jobs.
                                         key=lambda it: it[0], workers=options.workers,
                                         failures_csv=options.failures_csv(f"crop_faces_{vset.name}")))
     for iset in image_sets(cfg, datasets):
-        record = read_json(iset.json_path)
-        if not isinstance(record, dict):
-            raise ConfigError(f"{iset.json_path} not found: run --extract_landmarks for {iset.name} first")
+        record = read_json_intermediate(iset.json_path, f"--extract_landmarks --datasets {iset.name}")
         items = [(str(p), record.get(p.name), str(iset.crops_dir), margin) for p in iset.images if p.name in record]
         summaries.append(jobs.run_items(f"crops {iset.name}", jobs.select_shard(items, options.shard),
                                         image_crop_job, key=lambda it: it[0], workers=options.workers,

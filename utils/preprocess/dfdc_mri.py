@@ -6,7 +6,7 @@ from pathlib import Path
 
 from utils.config import Config
 from utils.errors import ConfigError
-from utils.fileio import read_rgb
+from utils.fileio import folder_complete, read_rgb
 from utils.names import BEST_G
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options, write_folder
@@ -26,12 +26,13 @@ def dfdc_mri_job(item) -> jobs.Outcome:
     from utils.infer.generator import predict_mris
 
     crop_dir, out_dir, batch_size = Path(item[0]), Path(item[1]), item[2]
-    if out_dir.is_dir():
+    if folder_complete(out_dir):
         return jobs.Outcome(jobs.SKIPPED)
     names = sorted(p.name for p in crop_dir.glob("*.png"))
     state = jobs.worker_state()
     # Each batch holds its own crops (the original reused the first 8 crops of the video for every batch).
-    mris = predict_mris(state["generator"], [read_rgb(crop_dir / name) for name in names], state["device"], batch_size)
+    crops = [read_rgb(crop_dir / name, "--crop_faces") for name in names]
+    mris = predict_mris(state["generator"], crops, state["device"], batch_size)
     write_folder(out_dir, dict(zip(names, mris)))
     return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
 

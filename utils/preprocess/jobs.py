@@ -2,6 +2,8 @@
 
 Each item is independent and writes its own outputs atomically, so a killed run resumes by skipping
 finished items; problems with single items are collected (one CSV row each) and never stop the step.
+Faults of the machine do: a failed write (OutputError) stops the step at once, and SIGTERM/SIGINT stop it
+between items (Interrupted, exit code 143/130).
 """
 from __future__ import annotations
 
@@ -9,8 +11,10 @@ import atexit
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -18,8 +22,9 @@ from typing import Any, Callable, Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from utils.errors import ConfigError, ItemError
+from utils.errors import ConfigError, Interrupted, ItemError, OutputError, StepFailed
 from utils.fileio import write_csv
+from utils.runtime import signal_name, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,18 @@ class Summary:
         return (f"{self.step}: {self.total} items: {self.done} done, {self.skipped} already done, "
                 f"{self.failed} failed, {len(self.problems)} with problems, {self.outputs} outputs "
                 f"in {self.seconds:.1f}s")
+
+
+def check_failures(flag: str, summaries: Sequence[Summary], run_dir: Path) -> None:
+    """After a step (all its summaries): when every item failed, StepFailed (exit code 1, so a scheduler sees it;
+    the failures CSVs are written by then); when only some did, one line saying how many."""
+    total, failed = sum(s.total for s in summaries), sum(s.failed for s in summaries)
+    if not failed:
+        return
+    where = f"the reasons are in {run_dir}/{flag}*_failures.csv"
+    if failed == total:
+        raise StepFailed(f"--{flag}: all {total} items failed; {where}")
+    print(f"--{flag}: {failed} of {total} items failed; {where}", flush=True)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -91,6 +108,13 @@ def _init_worker(init: Callable | None, init_args: tuple, threads: int) -> None:
         init(*init_args)
 
 
+def _init_pool_worker(init: Callable | None, init_args: tuple, threads: int) -> None:
+    """Pool workers ignore SIGINT (Ctrl-C reaches the whole process group): the main process lets them finish
+    their items, then stops. SIGTERM keeps its default, so a pool can always be ended."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(init, init_args, threads)
+
+
 def _call(fn: Callable, item) -> Outcome:
     try:
         return fn(item)
@@ -108,7 +132,7 @@ def _pool(workers: int, init: Callable | None, init_args: tuple, threads: int) -
     if _POOL["key"] != key:
         _close_pool()
         context = multiprocessing.get_context("spawn")  # safe with torch and CUDA, unlike fork
-        _POOL["pool"] = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
+        _POOL["pool"] = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
                                             initargs=(init, init_args, threads))
         _POOL["key"] = key
     return _POOL["pool"]
@@ -130,7 +154,11 @@ def resolve_workers(workers: int) -> int:
 def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Callable[[Any], str],
               workers: int = 1, init: Callable | None = None, init_args: tuple = (),
               failures_csv: Path | None = None) -> Summary:
-    """Run `fn` on every item (in `workers` processes when > 1) and summarise; never raises for one item."""
+    """Run `fn` on every item (in `workers` processes when > 1) and summarise; never raises for one item.
+
+    Raises OutputError when an output cannot be written, and Interrupted when SIGTERM/SIGINT arrived (the items
+    in progress are finished first); the failures CSV holds the problems met until then.
+    """
     workers = resolve_workers(workers)
     summary = Summary(step, total=len(items))
     start = time.perf_counter()
@@ -147,23 +175,51 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
         bar.set_postfix(done=summary.done, skipped=summary.skipped, failed=summary.failed, refresh=False)
 
     threads = max(1, (os.cpu_count() or 1) // workers)
+    write_failures = True
     try:
-        if workers == 1 or len(items) <= 1:
-            _init_worker(init, init_args, threads)
-            for item in items:
-                record(item, _call(fn, item))
-        else:
-            pool = _pool(workers, init, init_args, threads)
-            futures = {pool.submit(_call, fn, item): item for item in items}
-            try:
-                for future in as_completed(futures):
-                    record(futures[future], future.result())
-            except BaseException:
-                _close_pool(wait=False)
-                raise
+        with stop_on_signals() as stop:
+            if stop.signum:  # a signal arrived between two steps: this one does not start
+                pass
+            elif workers == 1 or len(items) <= 1:
+                _init_worker(init, init_args, threads)
+                for item in items:
+                    if stop.signum:
+                        break
+                    record(item, _call(fn, item))
+            else:
+                _run_in_pool(_pool(workers, init, init_args, threads), fn, items, record, stop)
+        if stop.signum:
+            raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} during '{step}' after "
+                                           f"{summary.done + summary.skipped + summary.failed} of {summary.total} "
+                                           "items; finished outputs are kept: re-run the same command to resume")
+    except OutputError:
+        write_failures = False  # the disk that refused an output would refuse the CSV too
+        raise
     finally:
         bar.close()
         summary.seconds = time.perf_counter() - start
-        if failures_csv is not None and summary.problems:
+        if write_failures and failures_csv is not None and summary.problems:
             write_csv(failures_csv, pd.DataFrame(summary.problems, columns=["item", "status", "reason"]))
     return summary
+
+
+def _run_in_pool(pool: ProcessPoolExecutor, fn: Callable, items: Sequence, record: Callable, stop) -> None:
+    """Submit every item; on a stop request, cancel those not started and record those finishing."""
+    futures = {pool.submit(_call, fn, item): item for item in items}
+    try:
+        for future in as_completed(futures):
+            if future.cancelled():
+                continue
+            record(futures[future], future.result())
+            if stop.signum:
+                for pending in futures:
+                    pending.cancel()  # only items not yet started; the running ones finish
+    except BrokenProcessPool:
+        _close_pool(wait=False)
+        if not stop.signum:
+            raise
+        # SIGTERM sent to every process (e.g. a scheduler's kill) ended the workers too: stop as asked. Their
+        # unfinished items left only hidden partial outputs, which the re-run clears.
+    except BaseException:
+        _close_pool(wait=False)
+        raise

@@ -13,7 +13,7 @@ import pandas as pd
 from utils.config import Config
 from utils.datasets import celeb_df_mapping, celeb_df_test_list, dfdc_pairs, dfdc_train_videos, image_files
 from utils.errors import ConfigError, ItemError
-from utils.fileio import read_rgb, write_csv, write_json
+from utils.fileio import folder_complete, read_rgb, write_csv, write_json
 from utils.media.faces import crop_face, crop_name
 from utils.media.mri import compute_mri
 from utils.media.video import VideoReader
@@ -85,11 +85,11 @@ def excluded_celeb_df_videos(cfg: Config) -> set[str]:
 
 
 def _group_done(group: PairGroup, aligned: bool) -> bool:
-    mri_done = all((group.mri_dir / f.stem).is_dir() for f in group.fakes)
+    mri_done = all(folder_complete(group.mri_dir / f.stem) for f in group.fakes)
     if not aligned:
         return mri_done
     faces = [group.real] + list(group.fakes)
-    return mri_done and all((group.faces_dir / v.stem).is_dir() for v in faces)
+    return mri_done and all(folder_complete(group.faces_dir / v.stem) for v in faces)
 
 
 def aligned_mri_job(item) -> jobs.Outcome:
@@ -110,7 +110,7 @@ def aligned_mri_job(item) -> jobs.Outcome:
     write_folder(group.faces_dir / group.real.stem, real_crops)
     written, problems = 0, []
     for fake in group.fakes:
-        if (group.mri_dir / fake.stem).is_dir() and (group.faces_dir / fake.stem).is_dir():
+        if folder_complete(group.mri_dir / fake.stem) and folder_complete(group.faces_dir / fake.stem):
             continue
         try:
             fake_crops, mris = _aligned_fake(fake, boxes, real_crops, height_width, step, margin, size)
@@ -149,13 +149,14 @@ def separate_box_mri_job(item) -> jobs.Outcome:
     written, problems = 0, []
     for fake in group.fakes:
         fake_dir = group.crops_dir / fake.stem
-        if (group.mri_dir / fake.stem).is_dir():
+        if folder_complete(group.mri_dir / fake.stem):
             continue
         if not fake_dir.is_dir():
             problems.append(f"no crops of {fake.name}; run --crop_faces first")
             continue
         names = sorted({p.name for p in real_dir.glob("*.png")} & {p.name for p in fake_dir.glob("*.png")})
-        mris = {name: compute_mri(read_rgb(real_dir / name), read_rgb(fake_dir / name), size) for name in names}
+        mris = {name: compute_mri(read_rgb(real_dir / name, "--crop_faces"), read_rgb(fake_dir / name, "--crop_faces"),
+                                  size) for name in names}
         write_folder(group.mri_dir / fake.stem, mris)
         written += len(mris)
     return jobs.Outcome(jobs.DONE, count=written, problem="; ".join(problems))

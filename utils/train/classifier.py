@@ -18,7 +18,7 @@ from utils.config import Config
 from utils.datasets import frame_label_csvs, frame_label_keys
 from utils.errors import CheckpointError, ConfigError
 from utils.evaluation.metrics import frame_metrics, grid_search, json_safe, roc_png, video_metrics, video_verdicts
-from utils.fileio import sha256, write_csv, write_json
+from utils.fileio import read_csv_intermediate, sha256, write_csv, write_json
 from utils.infer.classifier import build_classifier, classifier_from_checkpoint
 from utils.names import (
     CLASSIFIER_FILES,
@@ -80,6 +80,7 @@ class SplitData:
     root: Path
     frames: pd.DataFrame  # video_id, frame, label: one row per face image
     videos: pd.DataFrame  # video_id, label, n_faces, status: one row per video, with or without faces
+    rebuilt_by: str  # the data_preprocess.py flag that writes its images
 
 
 def read_split(cfg: Config, split: str, kind: str) -> SplitData:
@@ -100,15 +101,12 @@ def read_split(cfg: Config, split: str, kind: str) -> SplitData:
         frames = frames[frames["video_id"].isin(videos["video_id"])].reset_index(drop=True)
     if frames.empty:
         raise ConfigError(f"config key '{csv_key}': {frames_csv} lists no face image for the {split} split")
-    return SplitData(split, root, frames, videos)
+    return SplitData(split, root, frames, videos, "--crop_faces" if kind == "plain" else "--gen_dfdc_mri")
 
 
 def read_video_table(csv_path: Path) -> pd.DataFrame:
     """The per-video CSV (video_id, label, n_faces, status) with string ids."""
-    try:
-        table = pd.read_csv(csv_path, dtype={"video_id": str, "status": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(f"{csv_path}: cannot read the per-video table ({exc})") from None
+    table = read_csv_intermediate(csv_path, "--gen_deepfake_metadata", dtype={"video_id": str, "status": str})
     missing = [c for c in ("video_id", "label", "n_faces", "status") if c not in table.columns]
     if missing:
         raise ConfigError(f"{csv_path}: missing column(s) {missing}; expected video_id, label, n_faces, status")
@@ -117,7 +115,8 @@ def read_video_table(csv_path: Path) -> pd.DataFrame:
 
 def frame_loader(data: SplitData, transform, batch_size: int, ctx: DistContext, seed: int, workers: int, *,
                  label_smoothing: float = 0.0, epoch: int = 0, skip_batches: int = 0, training: bool = False):
-    dataset = FrameDataset(data.frames, data.root, transform, label_smoothing=label_smoothing)
+    dataset = FrameDataset(data.frames, data.root, transform, label_smoothing=label_smoothing,
+                           rebuilt_by=data.rebuilt_by)
     return make_loader(dataset, batch_size, ctx, seed=seed, epoch=epoch, workers=workers, shuffle=training,
                        training=training, skip_batches=skip_batches)
 
@@ -227,8 +226,8 @@ class ClassifierTraining:
         extra = {"model_params": model_params(cfg, model), "criterion": CRITERION, "log_dir": str(run_dir),
                  "model_class_name": type(model).__name__}
         self.trainer = Trainer(ctx, run_dir, {CLASSIFIER_KEY: self.model}, {"optimizer_state_dict": self.optimizer},
-                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], periodic_name=PERIODIC,
-                               extra=extra, scaler=self.precision.scaler)
+                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], loss_keys=("loss",),
+                               periodic_name=PERIODIC, extra=extra, scaler=self.precision.scaler)
         self.epoch_log: CsvLog | None = None
         self.epoch_started = time.perf_counter()
 

@@ -17,6 +17,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from utils.errors import DataFileError, FrameReadError
+from utils.fileio import read_csv_intermediate
 from utils.infer.transforms import eval_steps
 from utils.media.images import read_image
 
@@ -28,10 +29,7 @@ def read_frame_labels(csv_path: str | Path) -> pd.DataFrame:
     """A frame-label CSV (columns video_id, frame, label; the original's format) as a DataFrame with
     string ids and file names and integer 0/1 labels (1 = fake)."""
     csv_path = Path(csv_path)
-    try:
-        table = pd.read_csv(csv_path, dtype={"video_id": str, "frame": str})
-    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataFileError(f"{csv_path}: cannot read frame labels ({exc})") from None
+    table = read_csv_intermediate(csv_path, "--gen_deepfake_metadata", dtype={"video_id": str, "frame": str})
     missing = [c for c in FRAME_LABEL_COLUMNS if c not in table.columns]
     if missing:
         raise DataFileError(f"{csv_path}: missing column(s) {missing}; expected {list(FRAME_LABEL_COLUMNS)}")
@@ -110,14 +108,17 @@ class FrameDataset(Dataset):
 
     Item: {"image": transformed tensor, "label": float tensor, "video_id": str, "frame": str}.
     With label_smoothing s > 0 the label is clipped into [s, 1 - s] (real 0 -> s, fake 1 -> 1 - s),
-    the original's train-mode smoothing; use s = 0 for validation and test.
+    the original's train-mode smoothing; use s = 0 for validation and test. `rebuilt_by` names the
+    data_preprocess.py flag that wrote the images, for the message about a corrupt one.
     """
 
-    def __init__(self, table: pd.DataFrame, root: str | Path, transform, label_smoothing: float = 0.0):
+    def __init__(self, table: pd.DataFrame, root: str | Path, transform, label_smoothing: float = 0.0,
+                 rebuilt_by: str | None = None):
         self.table = table.reset_index(drop=True)
         self.root = Path(root)
         self.transform = transform
         self.label_smoothing = label_smoothing
+        self.rebuilt_by = rebuilt_by
 
     def __len__(self) -> int:
         return len(self.table)
@@ -128,7 +129,7 @@ class FrameDataset(Dataset):
         s = self.label_smoothing
         label = min(max(float(row["label"]), s), 1.0 - s)
         return {
-            "image": self.transform(read_image(self.root / video_id / frame, FrameReadError)),
+            "image": self.transform(read_image(self.root / video_id / frame, FrameReadError, self.rebuilt_by)),
             "label": torch.tensor(label, dtype=torch.float32),
             "video_id": video_id,
             "frame": frame,

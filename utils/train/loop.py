@@ -1,12 +1,21 @@
 """Training skeleton shared by the trainers: torchrun/DDP set-up, seeded loaders, RNG capture, checkpoints,
-exact resume, CSV logs, curves and progress bars. Only rank 0 writes files and shows bars."""
+exact resume, CSV logs, curves and progress bars. Only rank 0 writes files and shows bars.
+
+Faults a long run meets are handled here, once for both trainers: SIGTERM/SIGINT save a checkpoint at the
+next step boundary (every rank agrees on the step) and exit 143/130; a non-finite loss stops the run before
+anything is saved; a resume that cannot be exact says why."""
 from __future__ import annotations
 
 import csv
+import json
+import logging
+import math
 import os
 import random
+import signal
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -21,10 +30,12 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from utils.checkpoint import load_state
-from utils.errors import CheckpointError
-from utils.fileio import atomic_path, write_png
+from utils.errors import CheckpointError, Interrupted, NonFiniteLoss
+from utils.fileio import atomic_path, write_json, write_png, write_stream, writing
 from utils.names import PERIODIC
-from utils.runtime import choose_device, seed_everything
+from utils.runtime import StopRequest, choose_device, seed_everything, signal_name, stop_on_signals
+
+log = logging.getLogger(__name__)
 
 # --- processes ------------------------------------------------------------------------------------
 
@@ -155,7 +166,11 @@ class SkipSampler(Sampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """worker_init_fn: seed python and numpy from the per-worker torch seed the DataLoader derived."""
+    """worker_init_fn: seed python and numpy from the per-worker torch seed the DataLoader derived. Loader
+    workers ignore SIGINT (Ctrl-C reaches the whole process group): the main process stops at a step boundary
+    and shuts them down. SIGTERM keeps its default, which the DataLoader uses to end stuck workers; schedulers
+    must signal the main process only (cluster/train.sbatch: --signal=B:TERM, passed on by the batch shell)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
@@ -265,10 +280,9 @@ def _as_tuple(value):
 
 
 def save_checkpoint(path: str | Path, state: dict) -> Path:
-    """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return Path(path)
+    """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint, and a
+    failed write (disk full, quota) is an OutputError naming the file."""
+    return write_stream(path, lambda handle: torch.save(state, handle))
 
 
 class CsvLog:
@@ -284,11 +298,12 @@ class CsvLog:
         if keep is not None:
             self._restart(Path(source) if source else self.path, keep)
         new = not self.path.exists() or self.path.stat().st_size == 0
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
-        if new:
-            self._writer.writeheader()
+        with writing(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", newline="", encoding="utf-8")
+            self._writer = csv.DictWriter(self._file, fieldnames=self.columns, extrasaction="ignore")
+            if new:
+                self._writer.writeheader()
 
     def _restart(self, source: Path, keep: Callable[[dict], bool]) -> None:
         rows = []
@@ -302,8 +317,9 @@ class CsvLog:
             writer.writerows(rows)
 
     def append(self, row: dict) -> None:
-        self._writer.writerow({key: _csv_value(value) for key, value in row.items()})
-        self._file.flush()
+        with writing(self.path):
+            self._writer.writerow({key: _csv_value(value) for key, value in row.items()})
+            self._file.flush()
 
     def close(self) -> None:
         self._file.close()
@@ -368,19 +384,22 @@ class Trainer:
 
     `modules` and `optimizers` map checkpoint keys to objects (e.g. {"model_state_dict": net}); the task
     supplies a loader per epoch, a step function returning scalar losses, and an end-of-epoch hook
-    (evaluation, best checkpoints, pictures). Every method that saves is collective under torchrun.
+    (evaluation, best checkpoints, pictures). `loss_keys` name the optimised losses among the step's values:
+    a non-finite one stops training. Every method that saves is collective under torchrun.
     """
 
     def __init__(self, ctx: DistContext, run_dir: Path | None, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], *, config: dict, checkpoint_every: int,
-                 periodic_name: str = PERIODIC, extra: dict | None = None, scaler=None):
+                 loss_keys: Sequence[str], periodic_name: str = PERIODIC, extra: dict | None = None, scaler=None):
         self.ctx, self.run_dir = ctx, run_dir
         self.modules, self.optimizers, self.scaler = modules, optimizers, scaler
         self.config, self.extra = config, dict(extra or {})
-        self.checkpoint_every, self.periodic_name = checkpoint_every, periodic_name
+        self.checkpoint_every, self.periodic_name, self.loss_keys = checkpoint_every, periodic_name, tuple(loss_keys)
         self.position = Position()
         self.step_log: CsvLog | None = None
         self._rng_to_restore: tuple[dict, list | None] | None = None
+        self.last_checkpoint: tuple[str, int] | None = None  # (path, step) of the last periodic checkpoint
+        self.resume_record: dict | None = None  # where this run was resumed from, and why it is not exact
 
     # checkpoints
 
@@ -392,7 +411,8 @@ class Trainer:
             state["scaler_state_dict"] = self.scaler.state_dict()
         position = self.position
         state.update(epoch=position.epoch, batch_in_epoch=position.batch, global_step=position.step,
-                     best=dict(position.best), world_size=self.ctx.world_size, rng=rng_state(),
+                     best=dict(position.best), world_size=self.ctx.world_size, device=self.ctx.device.type,
+                     rng=rng_state(),
                      rng_per_rank=torch_rng_of_every_rank(self.ctx) if self.ctx.distributed else None,
                      config=self.config, **self.extra)
         return state
@@ -401,9 +421,13 @@ class Trainer:
         state = self.state_dict()  # every rank takes part (RNG gather); rank 0 writes
         if self.ctx.is_main:
             save_checkpoint(self.run_dir / name, state)
+        if name == self.periodic_name:
+            self.last_checkpoint = (str(self.run_dir / name) if self.ctx.is_main else name, self.position.step)
 
     def restore(self, checkpoint: dict, source: str | Path) -> None:
-        """Load a checkpoint written by `save`; RNG states are applied when `run` starts."""
+        """Load a checkpoint written by `save`; RNG states are applied when `run` starts. What makes the
+        continuation inexact (another world size, GPU count, loader worker count or device) is logged and
+        kept for the run's summary."""
         missing = [key for key in [*self.modules, *self.optimizers, "global_step", "rng"] if key not in checkpoint]
         if missing:
             raise CheckpointError(f"{source}: not a training checkpoint of this trainer (no {missing[0]})")
@@ -418,6 +442,13 @@ class Trainer:
         per_rank = checkpoint.get("rng_per_rank")
         self._rng_to_restore = (checkpoint["rng"], per_rank if per_rank and len(per_rank) == self.ctx.world_size
                                 else None)
+        self.last_checkpoint = (str(source), self.position.step)
+        reasons = inexact_resume_reasons(checkpoint, self.ctx, self.config["runtime"]["loader_workers"])
+        self.resume_record = {"from": str(source), "at_step": self.position.step, "exact": not reasons,
+                              "warnings": reasons, "time": datetime.now().isoformat(timespec="seconds")}
+        if self.ctx.is_main:
+            for reason in reasons:
+                log.warning("resume from %s is not exact: %s", source, reason)
 
     def _apply_saved_rng(self) -> None:
         if self._rng_to_restore is None:
@@ -432,6 +463,24 @@ class Trainer:
             torch.manual_seed(derive_seed(self.ctx.rank, self.position.step, torch.initial_seed()))
         self._rng_to_restore = None
 
+    def write_summary(self, status: str) -> None:
+        """<run>/summary.json (rank 0): status, position, last checkpoint and every resume of this run folder
+        with its warnings; rewritten at start, stop and end."""
+        if not self.ctx.is_main:
+            return
+        path = self.run_dir / "summary.json"
+        try:
+            resumes = json.loads(path.read_text(encoding="utf-8"))["resumes"]  # earlier runs in this folder
+        except (OSError, ValueError, KeyError, TypeError):
+            resumes = []
+        if self.resume_record is not None and self.resume_record not in resumes:
+            resumes.append(self.resume_record)
+        position = self.position
+        write_json(path, {"status": status, "epoch": position.epoch, "batch_in_epoch": position.batch,
+                          "global_step": position.step, "world_size": self.ctx.world_size,
+                          "last_checkpoint": self.last_checkpoint and self.last_checkpoint[0],
+                          "exact": all(record["exact"] for record in resumes), "resumes": resumes})
+
     # the loop
 
     def run(self, n_epochs: int, epoch_loader: Callable[[int, int], DataLoader],
@@ -441,31 +490,75 @@ class Trainer:
 
         epoch_loader(epoch, skip_batches) gives the epoch's batches; train_step(batch) returns scalar
         tensors logged per step (averaged over ranks); end_epoch(epoch) runs after each epoch, before the
-        periodic checkpoint that closes it.
+        periodic checkpoint that closes it. SIGTERM/SIGINT save the periodic checkpoint at the next step
+        boundary (or after the epoch's evaluation) and raise Interrupted; a non-finite loss raises
+        NonFiniteLoss without saving.
         """
         self._apply_saved_rng()
+        self.write_summary("running")
         position = self.position
-        while position.epoch < n_epochs:
-            loader = epoch_loader(position.epoch, position.batch)
-            n_batches = position.batch + len(loader)
-            bar = progress(loader, self.ctx, total=n_batches, initial=position.batch,
-                           desc=f"epoch {position.epoch + 1}/{n_epochs}")
-            for batch in bar:
-                losses = mean_over_ranks(train_step(batch), self.ctx)
-                position.batch += 1
-                position.step += 1
-                if self.step_log is not None:
-                    self.step_log.append({"epoch": position.epoch + 1, "batch": position.batch,
-                                          "step": position.step, **losses})
-                bar.set_postfix({key: f"{value:.3g}" for key, value in list(losses.items())[:3]})
-                if position.step % self.checkpoint_every == 0 and position.batch < n_batches:
-                    self.save(self.periodic_name)  # the epoch's last step is saved just below
-                if max_steps is not None and position.step >= max_steps:
-                    return False
-            end_epoch(position.epoch)
-            position.epoch, position.batch = position.epoch + 1, 0
-            self.save(self.periodic_name)
+        with stop_on_signals() as stop:
+            while position.epoch < n_epochs:
+                loader = epoch_loader(position.epoch, position.batch)
+                n_batches = position.batch + len(loader)
+                bar = progress(loader, self.ctx, total=n_batches, initial=position.batch,
+                               desc=f"epoch {position.epoch + 1}/{n_epochs}")
+                for batch in bar:
+                    losses = mean_over_ranks(train_step(batch), self.ctx)
+                    position.batch += 1
+                    position.step += 1
+                    if self.step_log is not None:
+                        self.step_log.append({"epoch": position.epoch + 1, "batch": position.batch,
+                                              "step": position.step, **losses})
+                    self._check_finite(losses)  # the same averaged values on every rank
+                    bar.set_postfix({key: f"{value:.3g}" for key, value in list(losses.items())[:3]})
+                    stopping = self._agreed_stop(stop)
+                    if stopping or (position.step % self.checkpoint_every == 0 and position.batch < n_batches):
+                        self.save(self.periodic_name)  # the epoch's last step is saved below, after end_epoch
+                    if stopping:
+                        raise self._interrupted(stopping)
+                    if max_steps is not None and position.step >= max_steps:
+                        return False
+                end_epoch(position.epoch)
+                position.epoch, position.batch = position.epoch + 1, 0
+                self.save(self.periodic_name)
+                stopping = self._agreed_stop(stop)
+                if stopping:
+                    raise self._interrupted(stopping)
+        self.write_summary("finished")
         return True
+
+    def _agreed_stop(self, stop: StopRequest) -> int:
+        """The signal that stops the run at this step (0: go on). Under torchrun a signal seen by any rank stops
+        every rank at the same step (one all-reduce), so they save one consistent checkpoint."""
+        if not self.ctx.distributed:
+            return stop.signum or 0
+        flag = torch.tensor([float(stop.signum or 0)], device=self.ctx.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag.item())
+
+    def _interrupted(self, signum: int) -> Interrupted:
+        position = self.position
+        self.write_summary(f"stopped by {signal_name(signum)}")
+        path = self.last_checkpoint[0] if self.last_checkpoint else self.periodic_name
+        if self.ctx.distributed:
+            print(f"rank {self.ctx.rank}: stopped by {signal_name(signum)} at step {position.step}", flush=True)
+        return Interrupted(signum, f"stopped by {signal_name(signum)} at step {position.step} (epoch "
+                                   f"{position.epoch + 1}, batch {position.batch}); checkpoint saved: continue with "
+                                   f"--train_resume {path}")
+
+    def _check_finite(self, losses: dict[str, float]) -> None:
+        bad = [key for key in self.loss_keys if not math.isfinite(losses[key])]
+        if not bad:
+            return
+        position = self.position
+        self.write_summary(f"stopped: {bad[0]} is {losses[bad[0]]} at step {position.step}")
+        if self.last_checkpoint is None:
+            last = "no checkpoint was saved before it"
+        else:
+            last = f"the last good checkpoint is {self.last_checkpoint[0]} (step {self.last_checkpoint[1]})"
+        raise NonFiniteLoss(f"{bad[0]} is {losses[bad[0]]} at step {position.step} (epoch {position.epoch + 1}, "
+                            f"batch {position.batch}): training stopped and nothing was saved; {last}")
 
     def improved(self, name: str, value: float, higher_is_better: bool) -> bool:
         """Record `value` as the best `name` if it beats the best so far; True when it does."""
@@ -474,6 +567,26 @@ class Trainer:
             return False
         self.position.best[name] = value
         return True
+
+
+def inexact_resume_reasons(checkpoint: dict, ctx: DistContext, loader_workers: int) -> list[str]:
+    """Why continuing from `checkpoint` in this set-up cannot repeat the uninterrupted run bit for bit."""
+    reasons = []
+    saved_world = checkpoint.get("world_size", 1)
+    if saved_world != ctx.world_size:
+        reasons.append(f"world size changed from {saved_world} to {ctx.world_size} processes: data shards and "
+                       "per-process random states differ")
+    saved_gpus, gpus = len(checkpoint["rng"].get("cuda", [])), torch.cuda.device_count()
+    if saved_gpus != gpus:
+        reasons.append(f"GPU count changed from {saved_gpus} to {gpus}: the CUDA random state is not restored")
+    saved_workers = ((checkpoint.get("config") or {}).get("runtime") or {}).get("loader_workers", loader_workers)
+    if saved_workers != loader_workers:
+        reasons.append(f"loader workers changed from {saved_workers} to {loader_workers}: random augmentations "
+                       "are drawn by other worker processes")
+    saved_device = checkpoint.get("device", ctx.device.type)
+    if saved_device != ctx.device.type:
+        reasons.append(f"device changed from {saved_device} to {ctx.device.type}: other kernels and precision")
+    return reasons
 
 
 def continue_in_place(checkpoint_path: str | Path, stored_run_dir: str | None, periodic_name: str) -> bool:

@@ -68,7 +68,8 @@ class MRIGANTraining:
         model_params = {**cfg.to_dict()["MRI_GAN"]["model_params"], "log_dir": str(run_dir)}
         self.trainer = Trainer(ctx, run_dir, {GENERATOR_KEY: self.G, DISCRIMINATOR_KEY: self.D},
                                {"optimizer_G_state_dict": self.opt_G, "optimizer_D_state_dict": self.opt_D},
-                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], periodic_name=PERIODIC,
+                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"],
+                               loss_keys=("loss_G", "loss_D"), periodic_name=PERIODIC,
                                extra={"model_params": model_params, "log_dir": str(run_dir)},
                                scaler=self.precision.scaler)
         self.epoch_log: CsvLog | None = None

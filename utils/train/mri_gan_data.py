@@ -11,6 +11,7 @@ from torch.utils.data import Dataset
 
 from utils.config import Config
 from utils.errors import ConfigError
+from utils.fileio import read_csv_intermediate
 from utils.infer.generator import image_tensor
 from utils.media.images import read_image
 
@@ -29,10 +30,7 @@ def read_pairs(path: Path, expected_class: str, key: str) -> pd.DataFrame:
     if not path.is_file():
         raise ConfigError(f"config key '{key}': {path} does not exist (run data_preprocess.py --gen_mri_dataset, "
                           f"or pass --set {key}=PATH)")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    table = read_csv_intermediate(path, "--gen_mri_dataset", dtype=str, keep_default_na=False)
     missing = [column for column in COLUMNS if column not in table.columns]
     if missing:
         raise ConfigError(f"{path}: missing column(s) {', '.join(missing)} (expected {', '.join(COLUMNS)})")
@@ -87,7 +85,8 @@ class MRIDataset(Dataset):
         return len(self.faces)
 
     def __getitem__(self, index: int) -> dict:
-        face, mri = read_image(self.faces[index]), read_image(self.mris[index])
+        face = read_image(self.faces[index], rebuilt_by="--gen_mri_dataset")
+        mri = read_image(self.mris[index], rebuilt_by="--gen_mri_dataset")
         if self.flip and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
             face = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             mri = mri.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
