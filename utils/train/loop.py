@@ -380,6 +380,7 @@ class Trainer:
         self.checkpoint_every, self.periodic_name = checkpoint_every, periodic_name
         self.position = Position()
         self.step_log: CsvLog | None = None
+        self.on_step: Callable[[dict[str, float], int], None] | None = None  # after each step: (losses, step)
         self._rng_to_restore: tuple[dict, list | None] | None = None
 
     # checkpoints
@@ -457,6 +458,8 @@ class Trainer:
                 if self.step_log is not None:
                     self.step_log.append({"epoch": position.epoch + 1, "batch": position.batch,
                                           "step": position.step, **losses})
+                if self.on_step is not None:
+                    self.on_step(losses, position.step)
                 bar.set_postfix({key: f"{value:.3g}" for key, value in list(losses.items())[:3]})
                 if position.step % self.checkpoint_every == 0 and position.batch < n_batches:
                     self.save(self.periodic_name)  # the epoch's last step is saved just below
