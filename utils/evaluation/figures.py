@@ -47,7 +47,8 @@ def draw_confusion(axes, matrix: np.ndarray, title: str, normalised: bool) -> No
         axes.text(column, row, text, ha="center", va="center", fontsize=12,
                   color="white" if shade[row, column] > 0.5 else "black")
     axes.set(xticks=[0, 1], yticks=[0, 1], xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES,
-             xlabel="predicted", ylabel="actual", title=title)
+             xlabel="predicted", ylabel="actual")
+    axes.set_title(title, fontsize=10)
 
 
 def write_confusion(out_dir: Path, prefix: str, labels: Sequence[int], predictions: Sequence[int],
@@ -61,8 +62,8 @@ def write_confusion(out_dir: Path, prefix: str, labels: Sequence[int], predictio
         png_path = out_dir / f"{prefix}_{names[f'model_conf_matrix{kind}_png']}"
         written.append(write_csv(csv_path, table, index=True))
         figure = _figure(4, 3.6)
-        draw_confusion(figure.add_subplot(), table.to_numpy(), f"{title}{' (row-normalised)' * is_normalised}",
-                       is_normalised)
+        subtitle = "row-normalised" if is_normalised else "counts"
+        draw_confusion(figure.add_subplot(), table.to_numpy(), f"{title}\n{subtitle}", is_normalised)
         written.append(_save(figure, png_path))
     return written
 
