@@ -109,7 +109,8 @@ def script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def plain_run(data, tmp_path_factory) -> Path:
     """--train_from_scratch on plain crops: 2 epochs of 3 steps, periodic checkpoint every 2 steps."""
     logs = tmp_path_factory.mktemp("plain_logs")
-    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"))
+    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"),
+                    timeout=600)  # a shared, loaded CI machine can take minutes
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_dirs(logs)
     return run_dir

@@ -1,8 +1,9 @@
 """The paper's evaluation protocol, computed beside ours, and the confusion matrices of a test.
 
-Ours (utils/evaluation/metrics.py): video thresholds tuned on validation, videos without a face counted as real, metrics
-from raw counts. The paper's (README, "Reproducing the paper"): the grid searched on the test split itself,
-videos without a face dropped, and the notebook's rates read off the row-normalised confusion matrix.
+Ours (utils/evaluation/metrics.py): video thresholds tuned on validation, videos without a face counted as
+real, metrics from raw counts. The paper's (README, "Reproducing the paper"): the grid searched on the test
+split itself, videos without a face dropped, and the notebook's rates read off the row-normalised confusion
+matrix.
 Only ours is an unbiased estimate (README, Differences #12 and #15).
 """
 from __future__ import annotations
