@@ -1,11 +1,11 @@
-# make setup | make test | make demo | make bench   (each creates .venv on first use)
+# make setup | make test | make demo | make ablation | make bench   (each creates .venv on first use)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: setup test demo bench clean-venv
+.PHONY: setup test demo ablation bench clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ test: setup
 
 demo: setup
 	$(PY) demo.py
+
+ablation: setup
+	$(PY) -m utils.demo.ablation
 
 bench: setup
 	$(PY) benchmarks/run_all.py

@@ -26,6 +26,9 @@ def build_parser():
                         help="worker processes (default: runtime.workers in the config; 0 = one per CPU)")
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="process only shard K of N (e.g. one SLURM array task); default 1/1")
+    parser.add_argument("--original_mri_rendering", action="store_true",
+                        help="with --gen_dfdc_mri: render MRIs as the original did (tanh output clamped at 0), for "
+                             "its released MRI classifier, which was trained on such images")
     return parser
 
 
@@ -44,7 +47,8 @@ def main():
     run_dir = new_run_dir(cfg, "preprocess")
     log_to_file(run_dir)
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
-                      shard=shard, report_dir=run_dir, device=str(device))
+                      shard=shard, report_dir=run_dir, device=str(device),
+                      original_mri_rendering=args.original_mri_rendering)
     report = []
     with stop_on_signals():  # SIGTERM/SIGINT stop the steps between items (utils.preprocess.jobs.run_items)
         for step in chosen:

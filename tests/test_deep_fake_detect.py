@@ -22,10 +22,12 @@ from utils.checkpoint import read_checkpoint
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
 from utils.errors import Interrupted, exit_code
+from utils.evaluation.metrics import grid_search
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
 from utils.train.classifier import train
 from utils.train.loop import DistContext
+from utils.train.tensorboard import CLASSIFIER_EPOCH_TAGS
 
 SIDE = 72  # image side on disk; the classifier resizes to 224
 FRAMES = {"train": 3, "valid": 2, "test": 2}  # face images per video with faces
@@ -111,7 +113,8 @@ def script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
 def plain_run(data, tmp_path_factory) -> Path:
     """--train_from_scratch on plain crops: 2 epochs of 3 steps, periodic checkpoint every 2 steps."""
     logs = tmp_path_factory.mktemp("plain_logs")
-    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"))
+    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"),
+                    timeout=600)  # a shared, loaded CI machine can take minutes
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = run_dirs(logs)
     return run_dir
@@ -169,6 +172,68 @@ def test_test_uses_the_validation_thresholds_and_counts_faceless_videos(plain_ru
     frames = pd.read_csv(plain_run / "test" / "frame_predictions.csv")
     assert list(frames.columns) == ["video_id", "frame", "label", "probability"] and len(frames) == 8
     assert frames["probability"].between(0, 1).all()
+
+
+def test_test_reports_the_papers_protocol_beside_ours(plain_run):
+    test_dir = plain_run / "test"
+    metrics = json.loads((test_dir / "metrics.json").read_text())
+    video, paper = metrics["video"], metrics["paper"]
+    # the paper's pair is the grid's first best on the TEST faces (ours came from validation)
+    frames = pd.read_csv(test_dir / "frame_predictions.csv", dtype={"video_id": str})
+    cfg = load_config()
+    threshold, fraction, _ = grid_search(frames.rename(columns={"probability": "prob"}),
+                                         cfg["deep_fake.evaluation.grid_fake_threshold"],
+                                         cfg["deep_fake.evaluation.grid_fake_fraction"])
+    assert (paper["thresholds"]["fake_threshold"], paper["thresholds"]["fake_fraction"]) == (threshold, fraction)
+    assert "test split" in paper["thresholds"]["source"]
+    assert video["n"] == 5 and paper["n_videos"] == 4 and paper["n_dropped_no_face"] == 1  # face-less fake dropped
+    assert sum(sum(paper["confusion_matrix"], [])) == 4
+    normalised = paper["confusion_matrix_normalized"]  # 2 real and 2 fake videos with faces: both rows defined
+    assert paper["acc"] == pytest.approx((normalised[0][0] + normalised[1][1]) / 2)  # the mean class recall
+    for level in ("frame", "video", "paper_video"):
+        for name in ("confusion_matrix.csv", "confusion_matrix.png", "confusion_matrix_normalized.csv",
+                     "confusion_matrix_normalized.png"):
+            assert (test_dir / f"{level}_{name}").is_file(), f"{level}_{name}"
+    ours = pd.read_csv(test_dir / "video_confusion_matrix.csv", index_col=0).to_numpy().tolist()
+    assert ours == [[video["tn"], video["fp"]], [video["fn"], video["tp"]]]  # rows actual Real, Fake
+    theirs = pd.read_csv(test_dir / "paper_video_confusion_matrix.csv", index_col=0).to_numpy().tolist()
+    assert theirs == paper["confusion_matrix"]
+    frame_counts = pd.read_csv(test_dir / "frame_confusion_matrix.csv", index_col=0).to_numpy()
+    assert frame_counts.sum() == 8 and frame_counts[1].sum() == 4  # 8 faces, 4 of fake videos
+    printed = (test_dir / "model_info_and_results.log").read_text()  # logging.model_info_log
+    assert "paper's protocol" in printed and "only the first table is unbiased" in printed
+
+
+def test_tensorboard_holds_the_originals_eight_epoch_tags(plain_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(plain_run / "tensorboard"))
+    events.Reload()
+    assert sorted(events.Tags()["scalars"]) == sorted(CLASSIFIER_EPOCH_TAGS)
+    epochs = pd.read_csv(plain_run / "epochs.csv")
+    for tag, column in CLASSIFIER_EPOCH_TAGS.items():
+        scalars = events.Scalars(tag)
+        assert [scalar.step for scalar in scalars] == [1, 2], tag
+        assert [scalar.value for scalar in scalars] == pytest.approx(list(epochs[column]), rel=1e-4), tag
+
+
+def test_gen_plots_lays_classifier_tests_side_by_side(plain_run, tmp_path):
+    result = subprocess.run([sys.executable, "gen_plots.py", "--classifier_tests", str(plain_run / "test"),
+                             "--out", str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for name in ("roc.png", "confusion_matrices.png", "metrics_table.md", "metrics_table.csv"):
+        assert (tmp_path / name).is_file(), name
+    metrics = json.loads((plain_run / "test" / "metrics.json").read_text())
+    table = pd.read_csv(tmp_path / "metrics_table.csv").set_index("protocol")
+    assert list(table.index) == ["ours", "paper"] and set(table["method"]) == {"plain_frames"}
+    assert table.loc["ours", "acc"] == pytest.approx(metrics["video"]["accuracy"])
+    assert table.loc["ours", "fake_threshold"] == metrics["thresholds"]["fake_threshold"]
+    assert table.loc["paper", "fake_fraction"] == metrics["paper"]["thresholds"]["fake_fraction"]
+    assert table.loc["paper", "n_videos"] == 4
+    assert "| plain_frames | paper |" in (tmp_path / "metrics_table.md").read_text()
+    missing = subprocess.run([sys.executable, "gen_plots.py", "--classifier_tests", str(tmp_path / "nothing"),
+                              "--out", str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nothing" in missing.stderr
 
 
 def test_mri_run_trains_on_mri_images_then_exports_for_the_mri_method(data, tmp_path):

@@ -28,12 +28,14 @@ def test_quick_demo_runs_the_whole_chain_and_resumes(tmp_path):
         info = report["methods"][method]
         assert info["app_videos"] == n_test_videos
         assert 0 <= info["app_correct"] <= n_test_videos - info["app_no_verdict"]
-        video = info["test"]["video"]
+        video, paper = info["test"]["video"], info["test"]["paper"]
         assert 0.0 <= video["accuracy"] <= 1.0
+        assert paper["n_videos"] + paper["n_dropped_no_face"] == video["n"]  # the paper's protocol beside ours
     evidence = json.loads((out / "app_one_video.json").read_text())
     assert evidence["verdict"] in ("real", "fake") and evidence["faces"]
     assert (out / "app_mri" / "montage.png").stat().st_size > 0
     assert "synthetic" in first.stdout and "test split" in first.stdout
+    assert "both protocols" in first.stdout and first.stdout.count(" paper ") == 2  # one row per method
 
     second = _demo(out)  # everything is done: every step is skipped, the report is printed again
     assert second.returncode == 0, second.stderr[-4000:]

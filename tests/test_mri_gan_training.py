@@ -24,6 +24,7 @@ from PIL import Image
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import face_photo
 from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
+from utils.evaluation.figures import plot_mri_gan_runs
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
 from utils.train.loop import DistContext, make_loader
@@ -190,10 +191,10 @@ def test_unreadable_image_is_one_line_error_naming_it_even_from_a_worker(data, t
 
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory) -> Path:
-    """Two epochs of 4 steps, periodic checkpoint every 3 steps, never interrupted."""
+    """Two epochs of 4 steps, periodic checkpoint every 3 steps, a sample grid every 3 steps, never interrupted."""
     logs = tmp_path_factory.mktemp("full_logs")
-    return train(tiny_config(data, logs, "MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3"),
-                 DistContext())
+    return train(tiny_config(data, logs, "MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3",
+                             "MRI_GAN.model_params.sample_gen_freq=3"), DistContext())
 
 
 def test_run_folder_holds_original_checkpoint_names_csv_logs_and_pictures(full_run):
@@ -229,6 +230,71 @@ def test_best_generator_is_the_epoch_with_highest_test_ssim(full_run):
 def test_sample_grid_has_title_band_and_one_row_per_sample(full_run):
     grid = np.asarray(Image.open(full_run / "generated_samples" / "epoch_002.png"))
     assert grid.shape == (24 + 4 * 128, 3 * 128, 3)  # 2 real + 2 fake rows of face | target | generated
+    # sample_gen_freq 3: a grid at steps 3 and 6 as well (the original's samples every N steps)
+    assert sorted(p.name for p in (full_run / "generated_samples").glob("step_*.png")) == \
+        ["step_0000003.png", "step_0000006.png"]
+
+
+def tensorboard_events(run_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    return events
+
+
+def test_tensorboard_holds_step_losses_test_scores_and_sample_grids(full_run):
+    events = tensorboard_events(full_run)
+    columns = ["loss_G", "loss_GAN", "loss_pixel", "loss_ssim", "loss_D", "loss_real", "loss_fake"]
+    assert sorted(events.Tags()["scalars"]) == sorted([f"train/{c}" for c in columns] +
+                                                      [f"test/test_{c}" for c in ("ssim", "pixel", "loss_G", "loss_D")])
+    steps = pd.read_csv(full_run / "losses.csv")
+    assert [s.step for s in events.Scalars("train/loss_G")] == list(steps["step"])
+    assert [s.value for s in events.Scalars("train/loss_G")] == pytest.approx(list(steps["loss_G"]), rel=1e-4)
+    report = pd.read_csv(full_run / "ssim_report.csv")
+    assert [s.step for s in events.Scalars("test/test_ssim")] == list(report["step"])  # epoch ends: steps 4, 8
+    assert [s.value for s in events.Scalars("test/test_ssim")] == pytest.approx(list(report["test_ssim"]), rel=1e-4)
+    assert [image.step for image in events.Images("samples")] == [3, 4, 6, 8]  # every 3 steps and every epoch
+
+
+def test_gen_plots_draws_the_runs_curves_labelled_by_tau(full_run, tmp_path):
+    other = full_run.parent  # a run may be named by its logs/<time> folder too
+    written = plot_mri_gan_runs([full_run, other], tmp_path)
+    for name in ("ssim_score_plot.png", "loss_G_plot.png", "loss_D_plot.png", "ssim_loss_plot.png",
+                 "L2_loss_plot.png", "mri_gan_runs.csv"):
+        assert tmp_path / name in written and (tmp_path / name).stat().st_size > 0, name
+    summary = pd.read_csv(tmp_path / "mri_gan_runs.csv")
+    report = pd.read_csv(full_run / "ssim_report.csv")
+    assert list(summary["tau"]) == [0.3, 0.3] and list(summary["steps"]) == [8, 8]
+    assert summary["best_test_ssim"].iloc[0] == pytest.approx(report["test_ssim"].max(), rel=1e-5)
+    assert summary["final_test_pixel"].iloc[1] == pytest.approx(report["test_pixel"].iloc[-1], rel=1e-5)
+    with pytest.raises(ConfigError, match="not an MRI-GAN run folder"):
+        plot_mri_gan_runs([tmp_path / "nothing"], tmp_path)
+
+
+def test_compare_mri_gans_scores_generators_on_the_same_test_faces(data, full_run, tmp_path):
+    out = tmp_path / "compare.png"
+    generators = [full_run / "checkpoint_best_G.chkpt", full_run / "checkpoint.chkpt"]
+    result = subprocess.run([sys.executable, "compare_MRI_GANs.py", "--generators", *map(str, generators),
+                             "--out", str(out), *sum((["--set", s] for s in settings(data, tmp_path)), [])],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    picture = np.asarray(Image.open(out))
+    assert picture.shape == (24 + 4 * 160, 4 * 160, 3)  # 2 real + 2 fake rows: face, target, two generators
+    table = pd.read_csv(out.with_suffix(".csv"))
+    assert list(table["tau"]) == [0.3, 0.3] and list(table["n_real"]) == [2, 2] and list(table["n_fake"]) == [2, 2]
+    # the best generator's test SSIM is the one training logged for it (same test rows, same score)
+    best = torch.load(generators[0], map_location="cpu", weights_only=True)["best"]["test_ssim"]
+    assert table["test_ssim"].iloc[0] == pytest.approx(best, rel=1e-4)
+    last = pd.read_csv(full_run / "ssim_report.csv").iloc[-1]
+    assert table["test_pixel_mse"].iloc[1] == pytest.approx(last["test_pixel"], rel=1e-4)
+    assert table[["mean_mri_real", "mean_mri_fake"]].apply(lambda c: c.between(0, 255)).all().all()
+
+    not_a_generator = tmp_path / "losses.csv"
+    not_a_generator.write_text("step\n1\n")
+    bad = subprocess.run([sys.executable, "compare_MRI_GANs.py", "--generators", str(not_a_generator), "--out",
+                          str(tmp_path / "bad.png")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "losses.csv" in bad.stderr
 
 
 def wait_for_rows(logs: Path, rows: int, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -273,6 +339,8 @@ def test_sigterm_saves_at_the_next_step_and_the_resumed_run_ends_with_the_uninte
     ours_log, reference_log = (pd.read_csv(p / "losses.csv") for p in (run_dir, full_run))
     assert list(ours_log["step"]) == list(range(1, 9))
     assert np.allclose(ours_log["loss_G"], reference_log["loss_G"], rtol=1e-5)
+    # TensorBoard too: step 4, written before the interruption and again after the resume, is shown once
+    assert [s.step for s in tensorboard_events(run_dir).Scalars("train/loss_G")] == list(range(1, 9))
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and summary["exact"] and summary["resumes"][0]["at_step"] == stopped_at
 

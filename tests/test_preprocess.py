@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from utils.config import PROJECT_ROOT, load_config
 from tests.helpers import file_size_limit, without_root_override
+from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import (
     background,
     dataset_config,
@@ -281,19 +281,26 @@ def test_augmentation_writes_a_separate_seeded_copy(tmp_path):
     assert "augment: 12 items" in result.stdout
 
 
-def test_gen_dfdc_mri_predicts_one_mri_per_crop(pipeline):
+@pytest.fixture(scope="module")
+def dfdc_mris(pipeline):
+    """A small seeded generator at MRI_GAN.weights, run by --gen_dfdc_mri --gen_deepfake_metadata."""
     import torch
 
     from models.mri_gan import Generator, init_weights
 
-    cfg = pipeline["cfg"]
     torch.manual_seed(0)
     generator = Generator(ngf=8)
     generator.apply(init_weights)
-    weights = cfg.asset("MRI_GAN.weights")
+    weights = pipeline["cfg"].asset("MRI_GAN.weights")
     weights.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"generator_state_dict": generator.state_dict()}, weights)
     preprocess(pipeline["config"], "--gen_dfdc_mri", "--gen_deepfake_metadata")
+    return pipeline
+
+
+def test_gen_dfdc_mri_predicts_one_mri_per_crop(dfdc_mris):
+    pipeline = dfdc_mris
+    cfg = pipeline["cfg"]
     for split in ("train", "valid", "test"):
         crops = cfg.path(f"features.dfdc.crop_faces.{split}")
         mris = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
@@ -464,3 +471,24 @@ def test_sigterm_and_sigint_stop_between_items_and_the_rerun_resumes(pipeline, t
         assert mine.keys() == theirs.keys(), path.name
         for frame in theirs:
             assert np.allclose(numbers(mine[frame]), numbers(theirs[frame]), atol=1e-3), (path.name, frame)
+
+
+def test_gen_dfdc_mri_renders_as_the_original_on_request(dfdc_mris, tmp_path):
+    cfg = dfdc_mris["cfg"]
+    splits = ("train", "valid", "test")
+    elsewhere = [arg for split in splits for arg in ("--set", f"features.dfdc.{split}_mrip2p_faces={tmp_path / split}")]
+    preprocess(dfdc_mris["config"], "--gen_dfdc_mri", "--original_mri_rendering", *elsewhere)
+    for split in splits:
+        default, original = cfg.path(f"features.dfdc.{split}_mrip2p_faces"), tmp_path / split
+        assert (original / "mri_rendering.txt").read_text().strip() == "original"
+        assert (default / "mri_rendering.txt").read_text().strip() == "default"
+        for video in (p for p in default.iterdir() if p.is_dir()):
+            for name in (p.name for p in video.iterdir()):
+                ours = cv2.imread(str(video / name)).astype(int)
+                theirs = cv2.imread(str(original / video.name / name)).astype(int)
+                # same output x in [-1, 1]: ours = round((x + 1) / 2 * 255); the original's = x * 255 + 0.5
+                # clamped to [0, 255] and truncated, i.e. 2 * ours - 255 clamped at 0, within rounding (2 levels)
+                assert np.abs(theirs - np.clip(2 * ours - 255, 0, 255)).max() <= 2
+    # MRIs of the other rendering are never mixed into a folder: one line, exit code 2
+    mixed = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", *elsewhere, check=False)
+    assert mixed.returncode == 2 and mixed.stderr.count("\n") == 1 and "rendered the original way" in mixed.stderr

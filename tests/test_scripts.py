@@ -6,7 +6,8 @@ import pytest
 
 from utils.config import PROJECT_ROOT
 
-SCRIPTS = ["data_preprocess.py", "train_MRI_GAN.py", "deep_fake_detect.py", "detect_deepfake_app.py", "demo.py"]
+SCRIPTS = ["data_preprocess.py", "train_MRI_GAN.py", "deep_fake_detect.py", "detect_deepfake_app.py", "demo.py",
+           "gen_plots.py", "compare_MRI_GANs.py"]
 
 
 def _run(*args):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -185,6 +186,32 @@ SCHEMA: dict[str, Spec] = {
 }
 
 
+# Keys of the original that this project accepts but does not use (README, "Configuration"); setting one to
+# another value than the shipped default prints a warning, so nobody expects it to change anything.
+COMPATIBILITY_KEYS = (
+    "data_path.dfdc.train_labels_csv_filename",  # the original never read it either
+    "features.mri_dataset_csv",  # the original never read it either
+    "deep_fake.training.model_params.model_name",  # runs go to deep_fake/, checkpoints are named by kind
+    "deep_fake.training.model_params.batch_format",  # only "simple" existed and exists
+    "deep_fake.training.model_params.opt_level",  # an apex setting; mixed precision follows fp16 and the device
+    "logging.line_len",
+    "logging.model_loss_info_log",  # losses and accuracies per epoch are in epochs.csv
+    "logging.model_acc_info_log",
+    "logging.model_accuracy_png",  # the curves are plots/epochs.png
+    "logging.model_loss_png",
+    "logging.all_samples_pred_csv",  # predictions are frame_predictions.csv and video_predictions.csv
+    "logging.model_roc_png",  # ROC curves are roc_frame.png and roc_video.png
+)
+
+
+def _warn_inert_keys(values: dict[str, Any], defaults: dict[str, Any]) -> None:
+    """One line on stderr for each compatibility key given a value other than its shipped default."""
+    for key in COMPATIBILITY_KEYS:
+        if values[key] != defaults[key]:
+            print(f"warning: config key '{key}' is kept for compatibility with the original and has no effect "
+                  f"here (got {values[key]!r})", file=sys.stderr)
+
+
 def _check_value(key: str, spec: Spec, value: Any, base: Path) -> Any:
     """Return `value` converted to its kind (paths made absolute); raise ConfigError if it does not fit."""
 
@@ -343,6 +370,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     if missing:
         raise ConfigError(f"config key '{missing[0]}' is missing from {DEFAULT_CONFIG}")
     sources = [str(DEFAULT_CONFIG)]
+    defaults = dict(values)
     if path is not None:
         user_path = Path(path).expanduser().resolve()
         if user_path != DEFAULT_CONFIG:
@@ -355,4 +383,5 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
         sources.extend(f"--set {text}" for text in overrides)
     if len(values["faces.detector_thresholds"]) != 3:
         raise ConfigError("config key 'faces.detector_thresholds': expected three values (P-, R-, O-net)")
+    _warn_inert_keys(values, defaults)
     return Config(values, sources)

@@ -31,12 +31,14 @@ ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoErr
 
 @dataclass(frozen=True)
 class Options:
-    """How a step runs: processes, shard, where its problem CSV goes, and the device for models."""
+    """How a step runs: processes, shard, where its problem CSV goes, the device for models, and (for
+    --gen_dfdc_mri) whether MRIs are rendered as the original saved them."""
 
     workers: int = 1
     shard: tuple[int, int] = (1, 1)
     report_dir: Path | None = None
     device: str = "cpu"
+    original_mri_rendering: bool = False
 
     def failures_csv(self, step: str) -> Path | None:
         if self.report_dir is None:

@@ -6,12 +6,13 @@ from pathlib import Path
 
 from utils.config import Config
 from utils.errors import ConfigError
-from utils.fileio import folder_complete, read_rgb
+from utils.fileio import folder_complete, read_rgb, write_text
 from utils.names import BEST_G
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options, write_folder
 
 log = logging.getLogger(__name__)
+RENDERING_FILE = "mri_rendering.txt"  # "default" or "original": how the MRIs in a split's folder are rendered
 
 
 def init_generator(weights: str, device: str) -> None:
@@ -25,20 +26,34 @@ def dfdc_mri_job(item) -> jobs.Outcome:
     """The generator's MRI of every face crop of one video, same file names; the folder appears when complete."""
     from utils.infer.generator import predict_mris
 
-    crop_dir, out_dir, batch_size = Path(item[0]), Path(item[1]), item[2]
+    crop_dir, out_dir, batch_size, original_rendering = Path(item[0]), Path(item[1]), item[2], item[3]
     if folder_complete(out_dir):
         return jobs.Outcome(jobs.SKIPPED)
     names = sorted(p.name for p in crop_dir.glob("*.png"))
     state = jobs.worker_state()
     # Each batch holds its own crops (the original reused the first 8 crops of the video for every batch).
     crops = [read_rgb(crop_dir / name, "--crop_faces") for name in names]
-    mris = predict_mris(state["generator"], crops, state["device"], batch_size)
+    mris = predict_mris(state["generator"], crops, state["device"], batch_size, original_rendering)
     write_folder(out_dir, dict(zip(names, mris)))
     return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
 
 
+def check_rendering(out: Path, original: bool) -> None:
+    """Record how a split's MRIs are rendered (RENDERING_FILE in its output folder) and refuse to add MRIs rendered
+    the other way to a folder that holds some, since finished videos are skipped, not redone."""
+    rendering = "original" if original else "default"
+    marker = out / RENDERING_FILE
+    if marker.is_file() and marker.read_text(encoding="utf-8").strip() != rendering:
+        raise ConfigError(f"{out} holds MRIs rendered the {marker.read_text(encoding='utf-8').strip()} way; "
+                          f"to render them the {rendering} way, delete it or write elsewhere with --set "
+                          f"features.dfdc.<split>_mrip2p_faces=DIR")
+    if not marker.is_file():
+        write_text(marker, rendering + "\n")
+
+
 def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
-    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split."""
+    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split; with
+    options.original_mri_rendering, the MRIs are rendered as the original saved them (README, Differences #10)."""
     weights = cfg.asset("MRI_GAN.weights")
     if not weights.is_file():
         raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
@@ -50,8 +65,9 @@ def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
             log.warning("MRIs for DFDC %s skipped: %s not found (run --crop_faces first)", split, crops)
             continue
         out = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
+        check_rendering(out, options.original_mri_rendering)
         folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
-        items = [(str(folder), str(out / folder.name), 8) for folder in folders]
+        items = [(str(folder), str(out / folder.name), 8, options.original_mri_rendering) for folder in folders]
         summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
                                         key=lambda it: it[0], workers=options.workers, init=init_generator,
                                         init_args=(str(weights), options.device),

@@ -17,8 +17,10 @@ from utils.checkpoint import read_checkpoint
 from utils.config import Config
 from utils.datasets import frame_label_csvs, frame_label_keys
 from utils.errors import CheckpointError, ConfigError
+from utils.evaluation.figures import write_confusion
 from utils.evaluation.metrics import frame_metrics, grid_search, json_safe, roc_png, video_metrics, video_verdicts
-from utils.fileio import read_csv_intermediate, sha256, write_csv, write_json
+from utils.evaluation.protocols import paper_protocol
+from utils.fileio import read_csv_intermediate, sha256, write_csv, write_json, write_text
 from utils.infer.classifier import build_classifier, classifier_from_checkpoint
 from utils.names import (
     CLASSIFIER_FILES,
@@ -55,6 +57,7 @@ from utils.train.loop import (
     wrap_model,
 )
 from utils.train.setup import open_run_logs, per_process_batch, run_training
+from utils.train.tensorboard import CLASSIFIER_EPOCH_TAGS, TensorBoardLog
 
 P = "deep_fake.training.model_params."
 E = "deep_fake.evaluation."
@@ -67,6 +70,8 @@ EPOCH_COLUMNS = ["epoch", "step", "train_loss", "train_fake_loss", "train_real_l
                  "train_seconds", "valid_seconds"]
 TABLE_METRICS = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "roc_auc": "auc", "f1": "f1",
                  "log_loss": "log_loss", "average_precision": "ap", "eer": "eer"}
+PAPER_METRICS = {"acc": "ACC", "tpr": "TPR", "fnr": "FNR", "fpr": "FPR", "tnr": "TNR", "f1": "F1",
+                 "precision": "precision", "auc": "auc"}  # the notebook's rates (utils.evaluation.protocols)
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -229,6 +234,7 @@ class ClassifierTraining:
                                config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], loss_keys=("loss",),
                                periodic_name=PERIODIC, extra=extra, scaler=self.precision.scaler)
         self.epoch_log: CsvLog | None = None
+        self.tensorboard: TensorBoardLog | None = None
         self.epoch_started = time.perf_counter()
 
     def restore(self, checkpoint: dict, source: str) -> None:
@@ -240,13 +246,17 @@ class ClassifierTraining:
 
     def open_logs(self, history_dir: str | None = None) -> None:
         if self.ctx.is_main:
-            self.trainer.step_log, self.epoch_log = open_run_logs(self.run_dir, history_dir, self.trainer.position,
+            position = self.trainer.position
+            self.trainer.step_log, self.epoch_log = open_run_logs(self.run_dir, history_dir, position,
                                                                   (STEP_LOG, STEP_COLUMNS), (EPOCH_LOG, EPOCH_COLUMNS))
+            # per-epoch tags, indexed by the 1-based epoch; a resumed run rewrites the epoch in progress
+            self.tensorboard = TensorBoardLog(self.run_dir, position.epoch + 1 if position.step else None)
 
     def close_logs(self) -> None:
         if self.ctx.is_main:
             self.trainer.step_log.close()
             self.epoch_log.close()
+            self.tensorboard.close()
 
     def epoch_loader(self, epoch: int, skip_batches: int):
         self.epoch_started = time.perf_counter()
@@ -297,6 +307,7 @@ class ClassifierTraining:
                "lowest_loss": int(best_loss), "train_seconds": train_seconds,
                "valid_seconds": time.perf_counter() - started}
         self.epoch_log.append(row)
+        self.tensorboard.scalars({tag: row[column] for tag, column in CLASSIFIER_EPOCH_TAGS.items()}, epoch + 1)
         marks = "".join(f" [{name}]" for improved, name in ((best_acc, "highest_acc"), (best_loss, "lowest_loss"))
                         if improved)
         print(f"epoch {epoch + 1}/{self.cfg[P + 'epochs']}: train loss {row['train_loss']:.4f} acc "
@@ -446,8 +457,10 @@ def fresh_folder(base: Path) -> Path:
 
 def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Path | None = None) -> dict | None:
     """Score a classifier checkpoint on the test split with the video thresholds chosen on validation, and write
-    metrics.json, frame_predictions.csv, video_predictions.csv, roc_frame.png and roc_video.png into `out_dir`
-    (default: a new logs/<time>/deep_fake/test folder). Returns the metrics (rank 0; None elsewhere)."""
+    metrics.json, frame_predictions.csv, video_predictions.csv, roc_frame.png, roc_video.png, the confusion
+    matrices (frame_, video_ and paper_video_ + the logging.model_conf_matrix* names) and the printed report
+    (logging.model_info_log) into `out_dir` (default: a new logs/<time>/deep_fake/test folder). metrics.json also
+    holds the paper's protocol under "paper" (utils.evaluation.protocols). Returns the metrics (rank 0)."""
     checkpoint = read_classifier_checkpoint(checkpoint_path)
     kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
     test_data = read_split(cfg, "test", kind)
@@ -464,6 +477,9 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     if not ctx.is_main:
         return None
     videos, video = video_report(frames, test_data, fake_threshold, fake_fraction)
+    paper, paper_videos = paper_protocol(frames.rename(columns={"probability": "prob"})[["video_id", "prob", "label"]],
+                                         cfg[E + "grid_fake_threshold"], cfg[E + "grid_fake_fraction"],
+                                         n_without_face=video["n_no_face"])
     path = Path(checkpoint_path).resolve()
     report = {
         "split": "test", "dataset": kind, "results_dir": str(out_dir),
@@ -476,12 +492,21 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
         "definitions": "fake is the positive class; a face is fake when p > 0.5 (frame level) or p > fake_threshold "
                        "(video rule); a video is fake when at least fake_fraction of its faces are fake; videos "
                        "without a face count as real with score 0; video ROC scores are the mean p of its fake faces",
+        "paper": json_safe(paper),
     }
     write_csv(out_dir / "frame_predictions.csv", frames[["video_id", "frame", "label", "probability"]])
     write_csv(out_dir / "video_predictions.csv", videos)
     roc_png(frames["label"], frames["probability"], out_dir / "roc_frame.png", f"Test faces ({kind})")
     roc_png(videos["label"], videos["fake_prob"], out_dir / "roc_video.png", f"Test videos ({kind})")
+    names = {key: cfg[f"logging.{key}"] for key in ("model_conf_matrix_csv", "model_conf_matrix_png",
+                                                     "model_conf_matrix_normalized_csv",
+                                                     "model_conf_matrix_normalized_png")}
+    write_confusion(out_dir, "frame", frames["label"], frames["probability"] > 0.5, names, f"Test faces ({kind})")
+    write_confusion(out_dir, "video", videos["label"], videos["verdict"], names, f"Test videos ({kind})")
+    write_confusion(out_dir, "paper_video", paper_videos["label"], paper_videos["verdict"], names,
+                    f"Test videos ({kind}), paper's protocol")
     write_json(out_dir / "metrics.json", report)
+    write_text(out_dir / cfg["logging.model_info_log"], format_report(report) + "\n")
     return report
 
 
@@ -497,7 +522,17 @@ def format_report(report: dict) -> str:
     for level, metrics in (("frame", frame), ("video", video)):
         values = [metrics.get(name) for name in TABLE_METRICS]
         lines.append(f"{level:<6}" + "".join(f"{'n/a' if v is None else f'{v:.4f}':>10}" for v in values))
-    lines.append(f"results: {report['results_dir']}")
+    paper = report["paper"]
+    lines += [f"paper's protocol, for comparison with its Table only: fake_threshold "
+              f"{paper['thresholds']['fake_threshold']}, fake_fraction {paper['thresholds']['fake_fraction']} "
+              f"(searched on this test split), {paper['n_videos']} videos ({paper['n_dropped_no_face']} without a face "
+              f"dropped)",
+              f"{'level':<6}" + "".join(f"{short:>10}" for short in PAPER_METRICS.values()),
+              f"{'video':<6}" + "".join(f"{'n/a' if paper.get(name) is None else f'{paper[name]:.4f}':>10}"
+                                        for name in PAPER_METRICS),
+              "they differ because the paper tuned the thresholds on the test split itself, dropped the videos "
+              "without a face and took ACC as the mean of the class recalls: only the first table is unbiased",
+              f"results: {report['results_dir']}"]
     return "\n".join(lines)
 
 

@@ -397,6 +397,7 @@ class Trainer:
         self.checkpoint_every, self.periodic_name, self.loss_keys = checkpoint_every, periodic_name, tuple(loss_keys)
         self.position = Position()
         self.step_log: CsvLog | None = None
+        self.on_step: Callable[[dict[str, float], int], None] | None = None  # after each step: (losses, step)
         self._rng_to_restore: tuple[dict, list | None] | None = None
         self.last_checkpoint: tuple[str, int] | None = None  # (path, step) of the last periodic checkpoint
         self.resume_record: dict | None = None  # where this run was resumed from, and why it is not exact
@@ -510,6 +511,8 @@ class Trainer:
                     if self.step_log is not None:
                         self.step_log.append({"epoch": position.epoch + 1, "batch": position.batch,
                                               "step": position.step, **losses})
+                    if self.on_step is not None:
+                        self.on_step(losses, position.step)
                     self._check_finite(losses)  # the same averaged values on every rank
                     bar.set_postfix({key: f"{value:.3g}" for key, value in list(losses.items())[:3]})
                     stopping = self._agreed_stop(stop)

@@ -15,7 +15,7 @@ from utils.config import Config
 from utils.errors import ConfigError
 from utils.fileio import write_json
 from utils.infer.generator import IMSIZE, eval_mode, to_uint8
-from utils.names import BEST_D, BEST_G, DISCRIMINATOR_KEY, GENERATOR_KEY, MRI_GAN_TASK, PERIODIC
+from utils.names import BEST_D, BEST_G, DISCRIMINATOR_KEY, GENERATOR_KEY, PERIODIC
 from utils.train.loop import (
     CsvLog,
     DistContext,
@@ -31,8 +31,9 @@ from utils.train.loop import (
     unwrap,
     wrap_model,
 )
-from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
+from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split, sample_items
 from utils.train.setup import open_run_logs, per_process_batch, run_training
+from utils.train.tensorboard import TensorBoardLog
 
 STEP_COLUMNS = ["epoch", "batch", "step", "loss_G", "loss_GAN", "loss_pixel", "loss_ssim",
                 "loss_D", "loss_real", "loss_fake"]
@@ -73,22 +74,34 @@ class MRIGANTraining:
                                extra={"model_params": model_params, "log_dir": str(run_dir)},
                                scaler=self.precision.scaler)
         self.epoch_log: CsvLog | None = None
+        self.tensorboard: TensorBoardLog | None = None
         self.samples = self.sample_batch() if ctx.is_main else None  # the same test items every epoch
 
     def restore(self, checkpoint: dict, source: str) -> None:
         self.trainer.restore(checkpoint, source)
 
     def open_logs(self, history_dir: str | None = None) -> None:
-        """Open the CSV logs on rank 0 (on resume, trimmed to the checkpoint; see open_run_logs)."""
+        """Open the CSV logs and the TensorBoard log on rank 0 (on resume, trimmed to the checkpoint; see
+        open_run_logs); from then on every step is logged and every sample_gen_freq-th draws a sample grid."""
         if self.ctx.is_main:
+            position = self.trainer.position
             self.trainer.step_log, self.epoch_log = open_run_logs(
-                self.run_dir, history_dir, self.trainer.position, (self.cfg[P + "losses_file"], STEP_COLUMNS),
+                self.run_dir, history_dir, position, (self.cfg[P + "losses_file"], STEP_COLUMNS),
                 (self.cfg[P + "ssim_report_file"], EPOCH_COLUMNS))
+            self.tensorboard = TensorBoardLog(self.run_dir, position.step + 1 if position.step else None)
+            self.trainer.on_step = self.after_step
 
     def close_logs(self) -> None:
         if self.ctx.is_main:
             self.trainer.step_log.close()
             self.epoch_log.close()
+            self.tensorboard.close()
+
+    def after_step(self, losses: dict[str, float], step: int) -> None:
+        """Per-step losses to TensorBoard; a sample grid every sample_gen_freq steps, as the original (rank 0)."""
+        self.tensorboard.scalars(losses, step, "train/")
+        if step % self.cfg[P + "sample_gen_freq"] == 0:
+            self.tensorboard.image("samples", self.write_samples(f"step_{step:07d}.png"), step)
 
     def epoch_loader(self, epoch: int, skip_batches: int):
         table = draw_epoch(self.train_reals, self.train_fakes, self.frac, self.seed, epoch)
@@ -137,17 +150,22 @@ class MRIGANTraining:
                   f"test loss_G {scores['test_loss_G']:.4g}, test loss_D {scores['test_loss_D']:.4g}", flush=True)
             self.epoch_log.append({"epoch": epoch + 1, "step": step, **scores,
                                    "best_G": int(best_g), "best_D": int(best_d)})
-            self.write_pictures(epoch)
+            self.tensorboard.scalars(scores, step, "test/")
+            self.tensorboard.image("samples", self.write_samples(f"epoch_{epoch + 1:03d}.png"), step)
+            self.write_plots()
             write_json(self.run_dir / self.cfg[P + "metadata_file"],
                        {"epochs_done": epoch + 1, "global_step": step, "best": self.trainer.position.best,
                         "seed": self.seed, "world_size": self.ctx.world_size,
                         "model_params": self.trainer.extra["model_params"]})
 
-    def write_pictures(self, epoch: int) -> None:
+    def write_samples(self, name: str) -> Path:
+        """The sample grid of the generator as it is now: generated_samples/<name>."""
         faces, targets, labels = self.samples
         rows = sample_rows(unwrap(self.G), faces, targets, self.ctx.device)
-        save_image_grid(self.run_dir / "generated_samples" / f"epoch_{epoch + 1:03d}.png", rows,
-                        ["face", "target MRI", "generated MRI"], labels)
+        return save_image_grid(self.run_dir / "generated_samples" / name, rows,
+                               ["face", "target MRI", "generated MRI"], labels)
+
+    def write_plots(self) -> None:
         plots = self.run_dir / "plots"
         plot_curves(self.trainer.step_log.path, plots / "losses.png",
                     {"generator total": ["loss_G"], "generator terms": ["loss_GAN", "loss_pixel", "loss_ssim"],
@@ -157,14 +175,7 @@ class MRIGANTraining:
 
     def sample_batch(self):
         """The first test_sample_size/2 real and fake test items (the same every epoch)."""
-        per_class = max(1, self.cfg[P + "test_sample_size"] // 2)
-        items = []
-        for label in (0, 1):
-            indices = [i for i, fake in enumerate(self.test_set.fake) if fake == label][:per_class]
-            items += [self.test_set[i] for i in indices]
-        faces = torch.stack([item["A"] for item in items])
-        targets = torch.stack([item["B"] for item in items])
-        return faces, targets, ["fake" if item["fake"] else "real" for item in items]
+        return sample_items(self.test_set, max(1, self.cfg[P + "test_sample_size"] // 2))
 
 
 def read_data(cfg: Config) -> tuple:
@@ -181,7 +192,7 @@ def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpo
     if resume_path and checkpoint is None:
         checkpoint = read_checkpoint(resume_path)
     data = read_data(cfg)  # bad data sets fail here, before a run folder is made
-    task, run_dir, _, finished = run_training(cfg, ctx, MRI_GAN_TASK, "MRI-GAN", cfg[P + "n_epochs"],
+    task, run_dir, _, finished = run_training(cfg, ctx, cfg[P + "model_name"], "MRI-GAN", cfg[P + "n_epochs"],
                                               lambda folder: MRIGANTraining(cfg, ctx, folder, data), resume_path,
                                               checkpoint, max_steps)
     if ctx.is_main:

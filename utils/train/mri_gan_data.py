@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -92,3 +93,15 @@ class MRIDataset(Dataset):
             mri = mri.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return {"A": image_tensor(face, self.imsize), "B": image_tensor(mri, self.imsize),
                 "fake": self.fake[index]}
+
+
+def sample_items(dataset: MRIDataset, per_class: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """(faces, target MRIs, "real"/"fake" labels) of the first `per_class` real and then fake items of a data set:
+    the faces of the sample grids and of compare_MRI_GANs.py."""
+    items = []
+    for label in (0, 1):
+        indices = [i for i, fake in enumerate(dataset.fake) if fake == label][:per_class]
+        items += [dataset[i] for i in indices]
+    faces = torch.stack([item["A"] for item in items])
+    targets = torch.stack([item["B"] for item in items])
+    return faces, targets, ["fake" if item["fake"] else "real" for item in items]
