@@ -165,6 +165,7 @@ SCHEMA: dict[str, Spec] = {
     "logging.model_roc_png": STR,
     # run time (new)
     "runtime.device": _choice("auto", "cpu", "cuda"),
+    "runtime.precision": _choice("auto", "fp32", "bf16", "fp16"),
     "runtime.seed": _int(0),
     "runtime.workers": _int(0),
     "runtime.loader_workers": _int(0),
