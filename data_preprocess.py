@@ -10,7 +10,7 @@ from utils.cli import config_from_args, make_parser, run
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
 from utils.preprocess.jobs import parse_shard
 from utils.preprocess.steps import STEPS
-from utils.runtime import choose_device, log_to_file, new_run_dir, seed_everything
+from utils.runtime import choose_device, choose_precision, log_to_file, new_run_dir, seed_everything
 
 
 def build_parser():
@@ -44,7 +44,8 @@ def main():
     run_dir = new_run_dir(cfg, "preprocess")
     log_to_file(run_dir)
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
-                      shard=shard, report_dir=run_dir, device=str(device))
+                      shard=shard, report_dir=run_dir, device=str(device),
+                      precision=choose_precision(cfg["runtime.precision"], device))
     report = []
     for step in chosen:
         for summary in step.run(cfg, datasets, options, args.sample_video):

@@ -2,7 +2,7 @@
 Eval mode, no gradients, each batch its own images (README, Differences #10)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,6 +15,7 @@ from models.mri_gan import Generator
 from utils.checkpoint import load_state, read_checkpoint
 from utils.errors import CheckpointError
 from utils.names import GENERATOR_KEY
+from utils.runtime import Precision
 
 IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
 
@@ -82,10 +83,12 @@ def face_batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def predict_mris(generator: nn.Module, faces: Sequence[np.ndarray], device: torch.device | str,
-                 batch_size: int = 8, original_rendering: bool = False) -> list[np.ndarray]:
-    """The MRI (uint8 256x256x3) of each face crop, in input order, batch by batch."""
+                 batch_size: int = 8, original_rendering: bool = False,
+                 precision: Precision | None = None) -> list[np.ndarray]:
+    """The MRI (uint8 256x256x3) of each face crop, in input order, batch by batch (fp32 unless `precision`)."""
     mris: list[np.ndarray] = []
-    with eval_mode(generator), torch.inference_mode():
+    autocast = precision.autocast() if precision is not None else nullcontext()
+    with eval_mode(generator), torch.inference_mode(), autocast:
         for start in range(0, len(faces), batch_size):
             batch = face_batch(faces[start:start + batch_size]).to(device)
             mris.extend(to_uint8(generator(batch), original_rendering))

@@ -21,6 +21,7 @@ from utils.fileio import write_png
 from utils.media.faces import FaceDetector
 from utils.media.video import list_videos
 from utils.preprocess import jobs
+from utils.runtime import Precision
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +33,13 @@ ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoErr
 
 @dataclass(frozen=True)
 class Options:
-    """How a step runs: processes, shard, where its problem CSV goes, and the device for models."""
+    """How a step runs: processes, shard, where its problem CSV goes, and the device and precision for models."""
 
     workers: int = 1
     shard: tuple[int, int] = (1, 1)
     report_dir: Path | None = None
     device: str = "cpu"
+    precision: Precision | None = None  # None: fp32
 
     def failures_csv(self, step: str) -> Path | None:
         if self.report_dir is None:
