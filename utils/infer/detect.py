@@ -24,7 +24,7 @@ from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
 from utils.media.faces import FaceDetector, crop_face
-from utils.media.video import VideoReader
+from utils.media.video import VideoReader, read_ahead
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
 from utils.runtime import choose_precision
 
@@ -164,7 +164,9 @@ class Detector:
     def _faces(self, reader: VideoReader) -> Iterator[tuple[FaceRecord, np.ndarray]]:
         """(record, crop) of every face of every sampled frame, in frame order, largest face first."""
         fps = reader.info.fps
-        for index, frame, faces in self.faces.detect_frames(reader.frames(self.step)):
+        # the next MTCNN batch of frames is decoded while the current one is detected
+        frames = read_ahead(reader.frames(self.step), self.faces.batch_size)
+        for index, frame, faces in self.faces.detect_frames(frames):
             for face_index, face in enumerate(faces):
                 crop = crop_face(frame, face.box, self.margin)
                 if crop is None:
