@@ -29,9 +29,10 @@ def load_generator(path: str | Path, device: torch.device | str, ngf: int | None
     state = checkpoint.get(GENERATOR_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "down1.model.0.weight" not in state:
         raise CheckpointError(f"{path}: holds no MRI-GAN generator ('{GENERATOR_KEY}')")
-    generator = Generator(ngf=ngf or int(state["down1.model.0.weight"].shape[0]))
-    load_state(generator, checkpoint, GENERATOR_KEY, source=path)
-    return generator.to(device).eval()
+    with torch.device("meta"):  # no random initialisation of 54 M weights that the checkpoint replaces
+        generator = Generator(ngf=ngf or int(state["down1.model.0.weight"].shape[0]))
+    load_state(generator, checkpoint, GENERATOR_KEY, source=path, assign=True)
+    return generator.float().to(device).eval()
 
 
 def to_uint8(images: torch.Tensor, original_rendering: bool = False) -> list[np.ndarray]:
