@@ -111,3 +111,39 @@ def test_run_folder_records_config_and_versions(tmp_path):
     assert info["versions"]["torch"] == torch.__version__.split("+")[0] or info["versions"]["torch"] == torch.__version__
     assert info["seed"] == 123
     assert {"python", "numpy", "facenet-pytorch", "git_commit"} <= set(info["versions"])
+
+
+def test_training_reproduces_the_papers_fp32_unless_asked():
+    from utils.train.loop import MixedPrecision, training_precision
+
+    cpu = torch.device("cpu")
+    paper = load_config()  # fp16: true with apex opt_level O0, as the original: FP32
+    assert training_precision(paper, cpu).name == "fp32"  # the MRI-GAN
+    assert training_precision(paper, cpu, paper["deep_fake.training.model_params.fp16"],
+                              paper["deep_fake.training.model_params.opt_level"]).name == "fp32"
+    assert training_precision(paper, cpu, True, "O1").name == choose_precision("auto", cpu).name  # mixed precision
+    assert training_precision(paper, cpu, False, "O2").name == "fp32"  # fp16: false turns apex off
+    asked = load_config(overrides=["runtime.precision=bf16"])
+    assert training_precision(asked, cpu).name == "bf16"
+    assert MixedPrecision(training_precision(asked, cpu)).scaler is None  # bf16 needs no loss scaling
+    assert MixedPrecision(training_precision(load_config(overrides=["runtime.precision=fp16"]), cpu)).scaler is not None
+    with pytest.raises(ConfigError, match="opt_level"):
+        load_config(overrides=["deep_fake.training.model_params.opt_level=O5"])
+
+
+def test_a_bf16_training_step_computes_in_bf16_and_updates_the_weights():
+    from utils.train.loop import MixedPrecision, training_precision
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))
+    precision = MixedPrecision(training_precision(load_config(overrides=["runtime.precision=bf16"]), torch.device("cpu")))
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    with precision.autocast():
+        output = model(torch.randn(2, 3, 8, 8))
+        loss = torch.nn.functional.mse_loss(output.float(), torch.ones(2, 1))
+    before = model[0].weight.detach().clone()
+    precision.backward(loss)
+    precision.step(optimizer)
+    precision.update()
+    assert output.dtype == torch.bfloat16 and torch.isfinite(loss)
+    assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)

@@ -33,11 +33,12 @@ def make_parser(description: str, epilog: str | None = None, device: bool = True
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """Load the config named by --config/--set; --device and --precision, when given, override runtime.*."""
-    overrides = list(args.overrides)
-    for name in ("device", "precision"):
-        if getattr(args, name, None):
-            overrides.append(f"runtime.{name}={getattr(args, name)}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, list(args.overrides) + runtime_overrides(args))
+
+
+def runtime_overrides(args: argparse.Namespace) -> list[str]:
+    """--device and --precision, when given, as runtime.* overrides."""
+    return [f"runtime.{name}={getattr(args, name)}" for name in ("device", "precision") if getattr(args, name, None)]
 
 
 def run(main: Callable[[], int | None]) -> None:
