@@ -16,7 +16,7 @@ from utils.infer.detect import Detector
 from utils.infer.folder import score_folder
 from utils.media.video import list_videos, probe
 from utils.names import METHODS
-from utils.runtime import choose_device, seed_everything
+from utils.runtime import choose_device, release_large_blocks, seed_everything
 
 IMPORT_S = time.perf_counter() - STARTED
 
@@ -76,6 +76,7 @@ def main():
         from utils.evaluation import labelled  # scikit-learn: only on this path
 
         labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
+    release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
     loading = time.perf_counter()
     detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
                         Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,

@@ -147,3 +147,11 @@ def test_a_bf16_training_step_computes_in_bf16_and_updates_the_weights():
     precision.update()
     assert output.dtype == torch.bfloat16 and torch.isfinite(loss)
     assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)
+
+
+def test_large_blocks_get_their_own_mapping_on_glibc():
+    import platform
+
+    from utils.runtime import release_large_blocks
+
+    assert release_large_blocks() is (platform.libc_ver()[0] == "glibc")

@@ -121,6 +121,26 @@ def choose_precision(name: str, device: torch.device | str, flags: set[str] | No
     return choice
 
 
+# glibc's mallopt parameter number and the size from which blocks get their own mapping
+M_MMAP_THRESHOLD, LARGE_BLOCK = -3, 4 << 20
+
+
+def release_large_blocks() -> bool:
+    """Give every allocation of LARGE_BLOCK (4 MB) or more its own memory mapping, returned to the system when
+    freed (glibc only; False elsewhere). By default glibc raises that threshold as large blocks are freed
+    and then serves decoded frames and activations from its heaps, whose fragmentation made the app's peak
+    memory grow with the length of the video (measured: +120 MB from a 10 s to a 60 s clip)."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        return bool(libc is not None and hasattr(libc, "mallopt") and libc.mallopt(M_MMAP_THRESHOLD, LARGE_BLOCK))
+    except OSError:
+        return False
+
+
 def package_versions() -> dict[str, str]:
     """Versions of python, the recorded packages, the platform and the git commit of this checkout."""
     versions = {"python": sys.version.split()[0], "platform": platform.platform()}
