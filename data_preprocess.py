@@ -10,7 +10,7 @@ from utils.fileio import write_json
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
 from utils.preprocess.jobs import check_failures, parse_shard
 from utils.preprocess.steps import STEPS
-from utils.runtime import choose_device, log_to_file, new_run_dir, seed_everything, stop_on_signals
+from utils.runtime import choose_device, choose_precision, log_to_file, new_run_dir, seed_everything, stop_on_signals
 
 
 def build_parser():
@@ -48,7 +48,8 @@ def main():
     log_to_file(run_dir)
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
                       shard=shard, report_dir=run_dir, device=str(device),
-                      original_mri_rendering=args.original_mri_rendering)
+                      original_mri_rendering=args.original_mri_rendering,
+                      precision=choose_precision(cfg["runtime.precision"], device))
     report = []
     with stop_on_signals():  # SIGTERM/SIGINT stop the steps between items (utils.preprocess.jobs.run_items)
         for step in chosen:

@@ -15,6 +15,9 @@ from conftest import VIDEO_H, VIDEO_W
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import background, write_video
 from utils.infer.detect import Detector
+from utils.infer.generator import predict_mris
+from utils.media.faces import crop_face
+from utils.runtime import choose_precision
 
 VERDICT = re.compile(r"^The video is (REAL|DEEP-FAKE), probability=\d+(\.\d+)?%  \[(plain_frames|MRI): "
                      r"\d+ of \d+ faces fake; fake_threshold [\d.]+, fake_fraction [\d.]+ \(.+\)\]$")
@@ -35,11 +38,11 @@ def app(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("method", ["plain_frames", "MRI"])
-def test_verdict_line_and_json(weights, face_video, tmp_path, method):
+@pytest.mark.parametrize("method, precision", [("plain_frames", "fp32"), ("MRI", None)])
+def test_verdict_line_and_json(weights, face_video, tmp_path, method, precision):
     report = tmp_path / "report.json"
     result = app("--input_videofile", face_video, "--method", method, "--weights_dir", weights,
-                 "--output_json", report)
+                 "--output_json", report, *(["--precision", precision] if precision else []))
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert len(lines) == 1 and VERDICT.match(lines[0]), lines
@@ -48,7 +51,8 @@ def test_verdict_line_and_json(weights, face_video, tmp_path, method):
     assert data["verdict"] in ("fake", "real") and 0 <= data["probability"] <= 1
     assert set(data["models"]) == ({"classifier", "generator"} if method == "MRI" else {"classifier"})
     assert all(len(m["sha256"]) == 64 for m in data["models"].values())
-    assert {"faces_s", "classify_s", "total_s"} <= set(data["timings"])
+    assert {"import_s", "model_load_s", "faces_s", "classify_s", "total_s"} <= set(data["timings"])
+    assert data["precision"]["name"] == (precision or choose_precision("auto", "cpu").name)
     assert [f["frame"] for f in data["faces"]] == [0, 10, 20]  # every 10th of 30 frames, one face each
     for face in data["faces"]:
         x1, y1, x2, y2 = face["box"]
@@ -73,6 +77,30 @@ def test_verdict_follows_the_shared_video_rule(mri_detector, face_video):
         assert result.verdict_line().startswith("The video is DEEP-FAKE, probability=")
     else:
         assert result.probability == round(1 - float(probs[probs <= 0.7].mean()), 4)
+
+
+def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_video, tmp_path, monkeypatch):
+    """30 faces flow through in batches of 8 (MTCNN in batches of 4 frames): the same records, MRIs and
+    probabilities as detecting every frame, then generating and classifying all faces at once."""
+    import utils.infer.detect as detect
+
+    cfg = load_config(overrides=["runtime.precision=fp32", "faces.frame_step=1", "faces.batch_size=4"])
+    detector = Detector(cfg, "MRI", torch.device("cpu"), weights)
+    monkeypatch.setattr(detect, "FACE_BATCH", 8)
+    result = detector.classify(face_video, save_mri=tmp_path / "mri")
+
+    records, crops = [], []
+    for index, frame, faces in detector.faces.detect_video(face_video, 1):
+        for face_index, face in enumerate(faces):
+            crops.append(crop_face(frame, face.box))
+            records.append((index, face_index, [round(v, 2) for v in face.box]))
+    mris = predict_mris(detector.generator, crops, "cpu", detect.MRI_BATCH)
+    probs = detector._scores(mris)
+    assert len(records) == 30 and [(f.frame, f.face, f.box) for f in result.faces] == records
+    assert [f.fake_probability for f in result.faces] == pytest.approx(probs.tolist(), abs=1e-6)
+    for (frame, face, _), mri in zip(records, mris):  # written as they came, identical to the whole-video MRIs
+        assert np.array_equal(cv2.imread(str(tmp_path / "mri" / f"{frame}_{face}.png"))[..., ::-1], mri)
+    assert cv2.imread(str(tmp_path / "mri" / "montage.png")).shape == (256, 128 * 16, 3)  # the first 16 faces
 
 
 def test_command_line_thresholds_override(weights, face_video):

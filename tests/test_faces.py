@@ -5,6 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.helpers import sampled_frames
 from utils.demo.synthetic import background, face_photo
 from utils.media.faces import Face, FaceDetector, crop_box, crop_face, crop_name, faces_from_entry, landmarks_entry
 
@@ -60,6 +61,17 @@ def test_batches_mix_frame_sizes_and_empty_frames(detector, two_face_frame):
     assert [len(r) for r in results] == [2, 0, 0, 2]
     with pytest.raises(ValueError, match="expected an RGB uint8 image"):
         detector.detect([blank.astype(np.float32)])
+
+
+def test_batch_size_changes_neither_faces_nor_boxes(face_video):
+    frames = [frame for _, frame in sampled_frames(face_video, 3)]
+    one_batch = FaceDetector(batch_size=len(frames)).detect(frames)
+    small_batches = FaceDetector(batch_size=4).detect(frames)
+    assert [len(f) for f in small_batches] == [len(f) for f in one_batch] and sum(map(len, one_batch)) == 10
+    for faces_a, faces_b in zip(one_batch, small_batches):
+        for a, b in zip(faces_a, faces_b):
+            assert np.abs(np.subtract(a.box, b.box)).max() < 1e-3
+            assert np.abs(np.subtract(a.landmarks, b.landmarks)).max() < 1e-3
 
 
 def _wide_frame(seed):

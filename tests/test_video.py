@@ -8,7 +8,7 @@ from conftest import VIDEO_FPS, VIDEO_FRAMES, VIDEO_H, VIDEO_W
 from tests.helpers import sampled_frames
 from utils.demo.synthetic import face_frames, face_photo, make_face_video
 from utils.errors import VideoError
-from utils.media.video import VideoReader, list_videos, probe
+from utils.media.video import VideoReader, list_videos, probe, read_ahead
 
 
 def test_probe_reports_count_fps_and_size(face_video):
@@ -105,3 +105,39 @@ def test_written_video_is_atomic(tmp_path):
     path = make_face_video(tmp_path / "v.mp4", n_frames=3, width=96, height=96)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["v.mp4"]
     assert probe(path).frame_count == 3
+
+
+def test_read_ahead_gives_the_frames_in_order(face_video):
+    with VideoReader(face_video) as reader:
+        ahead = [(index, frame) for index, frame in read_ahead(reader.frames(7), 2)]
+    direct = list(sampled_frames(face_video, 7))
+    assert [i for i, _ in ahead] == [i for i, _ in direct] == [0, 7, 14, 21, 28]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ahead, direct))
+
+
+def test_read_ahead_raises_a_producer_error_in_its_place():
+    def items():
+        yield from (1, 2)
+        raise VideoError("clip.mp4: cannot be decoded")
+
+    got = []
+    with pytest.raises(VideoError, match="cannot be decoded"):
+        for item in read_ahead(items(), 8):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_read_ahead_stops_its_producer_when_the_caller_stops():
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    stream = read_ahead(items(), 3)
+    assert [next(stream) for _ in range(2)] == [0, 1]
+    stream.close()  # returns only when the producer thread has finished
+    count = len(produced)
+    assert count <= 2 + 3 + 1  # consumed, buffered, and the one waiting to be buffered
+    assert len(produced) == count

@@ -88,8 +88,11 @@ def state_dict_in(checkpoint: Any, key: str | None = None, source: str | Path = 
 
 
 def load_state(model: nn.Module, checkpoint: Any, key: str | None = None,
-               source: str | Path = "checkpoint") -> None:
-    """Load the weights under `key` into `model` strictly; a mismatch is one line saying what differs."""
+               source: str | Path = "checkpoint", assign: bool = False) -> None:
+    """Load the weights under `key` into `model` strictly; a mismatch is one line saying what differs.
+
+    assign=True makes the checkpoint's tensors the model's own (for a model built on the meta device).
+    """
     state = state_dict_in(checkpoint, key, source)
     own = model.state_dict()
     missing = [name for name in own if name not in state]
@@ -103,7 +106,7 @@ def load_state(model: nn.Module, checkpoint: Any, key: str | None = None,
             raise CheckpointError(f"{source}: weights do not fit {type(model).__name__}: '{name}' has shape "
                                   f"{tuple(state[name].shape)}, the model expects {tuple(tensor.shape)} "
                                   "(different network width?)")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True, assign=assign)
 
 
 def _unsafe_globals(path: Path) -> str:

@@ -10,13 +10,13 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from utils.config import Config, load_config
+from utils.config import SCHEMA, Config, load_config
 from utils.errors import (EXIT_BAD_INPUT, EXIT_OK, ConfigError, Interrupted, NoFaceError, NonFiniteLoss, OutputError,
                           StepFailed, VideoError, exit_code)
 
 
 def make_parser(description: str, epilog: str | None = None, device: bool = True) -> argparse.ArgumentParser:
-    """A parser with the flags every script shares: --config, --set, and (optionally) --device."""
+    """A parser with the flags every script shares: --config, --set, and (optionally) --device and --precision."""
     parser = argparse.ArgumentParser(description=description, epilog=epilog,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", metavar="PATH", default=None,
@@ -24,17 +24,22 @@ def make_parser(description: str, epilog: str | None = None, device: bool = True
     parser.add_argument("--set", dest="overrides", metavar="KEY=VALUE", action="append", default=[],
                         help="override one config key, e.g. --set faces.frame_step=5 (repeatable)")
     if device:
-        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+        parser.add_argument("--device", choices=SCHEMA["runtime.device"].choices, default=None,
                             help="where models run (default: runtime.device in the config, 'auto')")
+        parser.add_argument("--precision", choices=SCHEMA["runtime.precision"].choices, default=None,
+                            help="how models compute (default: runtime.precision in the config, 'auto': bf16 "
+                                 "on a CPU with native bf16, mixed precision on CUDA, else fp32)")
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by --config/--set; --device, when given, overrides runtime.device."""
-    overrides = list(args.overrides)
-    if getattr(args, "device", None):
-        overrides.append(f"runtime.device={args.device}")
-    return load_config(args.config, overrides)
+    """Load the config named by --config/--set; --device and --precision, when given, override runtime.*."""
+    return load_config(args.config, list(args.overrides) + runtime_overrides(args))
+
+
+def runtime_overrides(args: argparse.Namespace) -> list[str]:
+    """--device and --precision, when given, as runtime.* overrides."""
+    return [f"runtime.{name}={getattr(args, name)}" for name in ("device", "precision") if getattr(args, name, None)]
 
 
 def run(main: Callable[[], int | None]) -> None:

@@ -142,7 +142,7 @@ SCHEMA: dict[str, Spec] = {
     "deep_fake.training.model_params.learning_rate": _float(0.0),
     "deep_fake.training.model_params.batch_size": _int(1),
     "deep_fake.training.model_params.fp16": BOOL,
-    "deep_fake.training.model_params.opt_level": STR,
+    "deep_fake.training.model_params.opt_level": _choice("O0", "O1", "O2", "O3"),
     "deep_fake.training.model_params.dataset": _choice("plain", "mri"),
     "deep_fake.training.model_params.encoder_weights": Spec("weights", choices=("imagenet", "none")),
     "deep_fake.training.model_params.chkpt_freq": _int(1),
@@ -166,6 +166,7 @@ SCHEMA: dict[str, Spec] = {
     "logging.model_roc_png": STR,
     # run time (new)
     "runtime.device": _choice("auto", "cpu", "cuda"),
+    "runtime.precision": _choice("auto", "fp32", "bf16", "fp16"),
     "runtime.seed": _int(0),
     "runtime.workers": _int(0),
     "runtime.loader_workers": _int(0),

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
+import cv2
 import numpy as np
 import torch
 from PIL import Image
@@ -21,11 +24,13 @@ from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
 from utils.media.faces import FaceDetector, crop_face
-from utils.media.video import VideoReader
+from utils.media.video import VideoReader, read_ahead
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
+from utils.runtime import choose_precision
 
-CLASSIFY_BATCH = 32
-MRI_BATCH = 8
+FACE_BATCH = 32  # faces per step through crop -> MRI -> classifier; memory is bounded by it, not the video
+MRI_BATCH = 8  # faces per generator call (the U-Net's activations at 256 px are large)
+MONTAGE_FACES, MONTAGE_TILE = 16, 128
 
 
 @dataclass
@@ -63,7 +68,10 @@ class VideoResult:
 
 
 class Detector:
-    """Loads the models for one method once; `classify(path)` returns a VideoResult."""
+    """Loads the models for one method once; `classify(path)` returns a VideoResult.
+
+    The models run at runtime.precision, resolved for `device` (utils.runtime.choose_precision).
+    """
 
     def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
                  fake_threshold: float | None = None, fake_fraction: float | None = None,
@@ -77,6 +85,7 @@ class Detector:
             raise ValueError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
         self.method, self.device, self.step = method, device, cfg["faces.frame_step"]
         self.margin = cfg["faces.crop_margin"]
+        self.precision = choose_precision(cfg["runtime.precision"], device)
         classifier_path = ((weights_dir or cfg.path("assets") / "weights") / CLASSIFIER_FILES[method]).resolve()
         generator_path = (weights_dir / GENERATOR_FILE if weights_dir else cfg.asset("MRI_GAN.weights")).resolve()
         check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
@@ -114,55 +123,66 @@ class Detector:
         return chosen
 
     def classify(self, path: str | Path, save_mri: Path | None = None) -> VideoResult:
-        result = VideoResult(str(path))
-        start = time.perf_counter()
-        crops = self._faces(Path(path), result)
-        result.timings["faces_s"] = time.perf_counter() - start
-        if not crops:
-            result.status = "no_face"
-            result.timings["total_s"] = time.perf_counter() - start
-            return result
-        mris = None
-        if self.generator is not None:
-            mark = time.perf_counter()
-            from utils.infer.generator import predict_mris
+        """Stream the sampled frames through detection, crop, MRI and classifier, FACE_BATCH faces at a time.
 
-            mris = predict_mris(self.generator, crops, self.device, MRI_BATCH, self.original_mri_rendering)
-            result.timings["mri_s"] = time.perf_counter() - mark
-        mark = time.perf_counter()
-        probs = self._scores(mris if self.method == "MRI" else crops)
-        result.timings["classify_s"] = time.perf_counter() - mark
-        for record, prob in zip(result.faces, probs):
-            record.fake_probability = float(prob)
-        self._decide(result, probs)
-        if save_mri is not None and mris is not None:
-            save_mri_images(save_mri, result.faces, crops, mris)
-        result.timings["total_s"] = time.perf_counter() - start
+        Only the per-face records and probabilities are kept, so memory does not grow with the video's
+        length; with `save_mri` each MRI is written as soon as it exists (the montage shows the first 16).
+        """
+        result = VideoResult(str(path))
+        timings = result.timings
+        start = time.perf_counter()
+        saver = MRISaver(save_mri) if save_mri is not None and self.generator is not None else None
+        probs = []
+        with VideoReader(path) as reader:  # one open and one pass: fps and the sampled frames
+            faces = timed(self._faces(reader), timings, "faces_s")
+            for batch in batched(faces, FACE_BATCH):
+                records, crops = [record for record, _ in batch], [crop for _, crop in batch]
+                mris = None
+                if self.generator is not None:
+                    from utils.infer.generator import predict_mris
+
+                    with stage(timings, "mri_s"):
+                        mris = predict_mris(self.generator, crops, self.device, MRI_BATCH,
+                                            self.original_mri_rendering, self.precision)
+                with stage(timings, "classify_s"):
+                    probs.append(self._scores(mris if self.method == "MRI" else crops))
+                result.faces.extend(records)
+                if saver is not None:
+                    saver.add(records, crops, mris)
+        if probs:
+            probs = np.concatenate(probs)
+            for record, prob in zip(result.faces, probs):
+                record.fake_probability = float(prob)
+            self._decide(result, probs)
+            if saver is not None:
+                saver.finish()
+        else:
+            result.status = "no_face"
+        timings["total_s"] = time.perf_counter() - start
         return result
 
-    def _faces(self, path: Path, result: VideoResult) -> list[np.ndarray]:
-        crops = []
-        with VideoReader(path) as reader:  # one open and one pass: fps and the sampled frames
-            fps = reader.info.fps
-            for index, frame, faces in self.faces.detect_frames(reader.frames(self.step)):
-                for face_index, face in enumerate(faces):
-                    crop = crop_face(frame, face.box, self.margin)
-                    if crop is None:
-                        continue
-                    crops.append(crop)
-                    result.faces.append(FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
-                                                   [round(v, 2) for v in face.box],
-                                                   [[round(x, 2), round(y, 2)] for x, y in face.landmarks]))
-        return crops
+    def _faces(self, reader: VideoReader) -> Iterator[tuple[FaceRecord, np.ndarray]]:
+        """(record, crop) of every face of every sampled frame, in frame order, largest face first."""
+        fps = reader.info.fps
+        # the next MTCNN batch of frames is decoded while the current one is detected
+        frames = read_ahead(reader.frames(self.step), self.faces.batch_size)
+        for index, frame, faces in self.faces.detect_frames(frames):
+            for face_index, face in enumerate(faces):
+                crop = crop_face(frame, face.box, self.margin)
+                if crop is None:
+                    continue
+                yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                                  [round(v, 2) for v in face.box],
+                                  [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
 
     @torch.inference_mode()
     def _scores(self, images: list[np.ndarray]) -> np.ndarray:
-        probs = []
-        for start in range(0, len(images), CLASSIFY_BATCH):
-            batch = torch.stack([self.transform(Image.fromarray(image)) for image in images[start:start + CLASSIFY_BATCH]])
-            batch = batch.to(self.device, memory_format=torch.channels_last)
-            probs.append(torch.sigmoid(self.classifier(batch)).float().cpu().numpy())
-        return np.concatenate(probs)
+        """The classifier's fake probability of each image (one batch: at most FACE_BATCH images)."""
+        batch = torch.stack([self.transform(Image.fromarray(image)) for image in images])
+        batch = batch.to(self.device, memory_format=torch.channels_last)
+        with self.precision.autocast():
+            logits = self.classifier(batch)
+        return torch.sigmoid(logits.float()).cpu().numpy()
 
     def _decide(self, result: VideoResult, probs: np.ndarray) -> None:
         is_fake, fake_prob, n_fake = video_rule(probs, self.thresholds["fake_threshold"],
@@ -188,16 +208,55 @@ def classify_videos(detector: Detector, videos: list[Path], save_mri: Path | Non
             yield VideoResult(str(video), status="error", error=str(exc))
 
 
-def save_mri_images(folder: Path, records: list[FaceRecord], crops: list[np.ndarray], mris: list[np.ndarray]) -> Path:
-    """Each MRI as <frame>_<face>.png, and montage.png: faces on the top row, their MRIs below."""
-    import cv2
+class MRISaver:
+    """Writes each MRI as <frame>_<face>.png as it comes, and montage.png at the end: the first
+    MONTAGE_FACES faces on the top row, their MRIs below (only those small tiles are kept)."""
 
-    for record, mri in zip(records, mris):
-        write_png(folder / f"{record.frame}_{record.face}.png", mri)
-    tile = 128
-    top = [cv2.resize(c, (tile, tile), interpolation=cv2.INTER_AREA) for c in crops[:16]]
-    bottom = [cv2.resize(m, (tile, tile), interpolation=cv2.INTER_AREA) for m in mris[:16]]
-    return write_png(folder / "montage.png", np.vstack([np.hstack(top), np.hstack(bottom)]))
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.top: list[np.ndarray] = []
+        self.bottom: list[np.ndarray] = []
+
+    def add(self, records: list[FaceRecord], crops: list[np.ndarray], mris: list[np.ndarray]) -> None:
+        for record, crop, mri in zip(records, crops, mris):
+            write_png(self.folder / f"{record.frame}_{record.face}.png", mri)
+            if len(self.top) < MONTAGE_FACES:
+                self.top.append(cv2.resize(crop, (MONTAGE_TILE, MONTAGE_TILE), interpolation=cv2.INTER_AREA))
+                self.bottom.append(cv2.resize(mri, (MONTAGE_TILE, MONTAGE_TILE), interpolation=cv2.INTER_AREA))
+
+    def finish(self) -> Path:
+        return write_png(self.folder / "montage.png", np.vstack([np.hstack(self.top), np.hstack(self.bottom)]))
+
+
+def batched(items: Iterable, size: int) -> Iterator[list]:
+    """Lists of `size` consecutive items (the last one shorter), pulled from `items` as needed."""
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+@contextmanager
+def stage(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the time spent in the block to timings[name]."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def timed(items: Iterable, timings: dict[str, float], name: str) -> Iterator:
+    """Yield from `items`, adding the time spent producing each item to timings[name]."""
+    iterator = iter(items)
+    while True:
+        with stage(timings, name):
+            item = next(iterator, _END)
+        if item is _END:
+            return
+        yield item
+
+
+_END = object()
 
 
 def check_weights(path: Path, how: str) -> None:

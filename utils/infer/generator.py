@@ -2,7 +2,7 @@
 Eval mode, no gradients, each batch its own images (README, Differences #10)."""
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -15,6 +15,7 @@ from models.mri_gan import Generator
 from utils.checkpoint import load_state, read_checkpoint
 from utils.errors import CheckpointError
 from utils.names import GENERATOR_KEY
+from utils.runtime import Precision
 
 IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
 
@@ -28,9 +29,10 @@ def load_generator(path: str | Path, device: torch.device | str, ngf: int | None
     state = checkpoint.get(GENERATOR_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "down1.model.0.weight" not in state:
         raise CheckpointError(f"{path}: holds no MRI-GAN generator ('{GENERATOR_KEY}')")
-    generator = Generator(ngf=ngf or int(state["down1.model.0.weight"].shape[0]))
-    load_state(generator, checkpoint, GENERATOR_KEY, source=path)
-    return generator.to(device).eval()
+    with torch.device("meta"):  # no random initialisation of 54 M weights that the checkpoint replaces
+        generator = Generator(ngf=ngf or int(state["down1.model.0.weight"].shape[0]))
+    load_state(generator, checkpoint, GENERATOR_KEY, source=path, assign=True)
+    return generator.float().to(device).eval()
 
 
 def to_uint8(images: torch.Tensor, original_rendering: bool = False) -> list[np.ndarray]:
@@ -82,10 +84,12 @@ def face_batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
 
 
 def predict_mris(generator: nn.Module, faces: Sequence[np.ndarray], device: torch.device | str,
-                 batch_size: int = 8, original_rendering: bool = False) -> list[np.ndarray]:
-    """The MRI (uint8 256x256x3) of each face crop, in input order, batch by batch."""
+                 batch_size: int = 8, original_rendering: bool = False,
+                 precision: Precision | None = None) -> list[np.ndarray]:
+    """The MRI (uint8 256x256x3) of each face crop, in input order, batch by batch (fp32 unless `precision`)."""
     mris: list[np.ndarray] = []
-    with eval_mode(generator), torch.inference_mode():
+    autocast = precision.autocast() if precision is not None else nullcontext()
+    with eval_mode(generator), torch.inference_mode(), autocast:
         for start in range(0, len(faces), batch_size):
             batch = face_batch(faces[start:start + batch_size]).to(device)
             mris.extend(to_uint8(generator(batch), original_rendering))

@@ -50,7 +50,7 @@ class FaceDetector:
     """
 
     def __init__(self, device: str | torch.device = "cpu", thresholds=(0.85, 0.95, 0.95), min_face_size: int = 20,
-                 scale_factor: float = 0.709, detect_max_side: int = 960, batch_size: int = 32):
+                 scale_factor: float = 0.709, detect_max_side: int = 960, batch_size: int = 4):
         from facenet_pytorch import MTCNN  # heavy import, only when a detector is built
 
         self.device = torch.device(device)

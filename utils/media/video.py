@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -131,6 +133,51 @@ def probe(path: str | Path) -> VideoInfo:
         for _ in reader.frames(step=1, max_frames=1):
             pass
         return reader.info
+
+
+def read_ahead(items: Iterable, size: int) -> Iterator:
+    """Yield the items of `items` while a background thread produces up to `size` of them ahead.
+
+    For frames: decoding overlaps the caller's work on earlier frames (OpenCV and PyTorch release the
+    GIL). An error in the producer is raised here, at its place in the sequence. When the caller stops
+    early, the producer stops too and has finished before this generator closes, so the video can then
+    be closed safely.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=max(size, 1))
+    stop = threading.Event()
+    done = object()
+
+    def offer(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer((item, None)):
+                    return
+            offer((done, None))
+        except BaseException as exc:  # handed to the consumer, raised there
+            offer((done, exc))
+
+    thread = threading.Thread(target=produce, name="read_ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if error is not None:
+                raise error
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
 
 
 def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS,

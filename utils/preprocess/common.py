@@ -20,6 +20,7 @@ from utils.fileio import atomic_dir, folder_complete, write_png
 from utils.media.faces import FaceDetector
 from utils.media.video import list_videos
 from utils.preprocess import jobs
+from utils.runtime import Precision
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,15 @@ ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoErr
 
 @dataclass(frozen=True)
 class Options:
-    """How a step runs: processes, shard, where its problem CSV goes, the device for models, and (for
-    --gen_dfdc_mri) whether MRIs are rendered as the original saved them."""
+    """How a step runs: processes, shard, where its problem CSV goes, the device and precision for models, and
+    (for --gen_dfdc_mri) whether MRIs are rendered as the original saved them."""
 
     workers: int = 1
     shard: tuple[int, int] = (1, 1)
     report_dir: Path | None = None
     device: str = "cpu"
     original_mri_rendering: bool = False
+    precision: Precision | None = None  # None: fp32
 
     def failures_csv(self, step: str) -> Path | None:
         if self.report_dir is None:

@@ -44,6 +44,7 @@ from utils.train.loop import (
     CsvLog,
     DistContext,
     MixedPrecision,
+    training_precision,
     Trainer,
     all_reduce_sum,
     broadcast_object,
@@ -227,7 +228,7 @@ class ClassifierTraining:
         model.encoder.get_classifier().requires_grad_(False)
         self.model = wrap_model(model, ctx)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg[P + "learning_rate"])
-        self.precision = MixedPrecision(ctx.device, cfg[P + "fp16"])  # mixed precision on CUDA only
+        self.precision = classifier_precision(cfg, ctx.device)
         extra = {"model_params": model_params(cfg, model), "criterion": CRITERION, "log_dir": str(run_dir),
                  "model_class_name": type(model).__name__}
         self.trainer = Trainer(ctx, run_dir, {CLASSIFIER_KEY: self.model}, {"optimizer_state_dict": self.optimizer},
@@ -455,6 +456,12 @@ def fresh_folder(base: Path) -> Path:
     raise RuntimeError(f"no free folder name next to {base}")
 
 
+def classifier_precision(cfg: Config, device: torch.device) -> MixedPrecision:
+    """The original's apex keys decide (fp16: true with opt_level O0 is FP32, as the paper trained), unless
+    --precision says otherwise; training and testing use the same."""
+    return MixedPrecision(training_precision(cfg, device, cfg[P + "fp16"], cfg[P + "opt_level"]))
+
+
 def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Path | None = None) -> dict | None:
     """Score a classifier checkpoint on the test split with the video thresholds chosen on validation, and write
     metrics.json, frame_predictions.csv, video_predictions.csv, roc_frame.png, roc_video.png, the confusion
@@ -466,7 +473,7 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     test_data = read_split(cfg, "test", kind)
     model = classifier_from_checkpoint(checkpoint, checkpoint_path, cfg["cnn_encoder.default"]).to(ctx.device)
     batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
-    precision = MixedPrecision(ctx.device, cfg[P + "fp16"])
+    precision = classifier_precision(cfg, ctx.device)
     fake_threshold, fake_fraction, source = thresholds_for_test(cfg, ctx, checkpoint, model, kind, batch_size,
                                                                 precision)
     if ctx.is_main:

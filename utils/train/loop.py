@@ -33,7 +33,8 @@ from utils.checkpoint import load_state
 from utils.errors import CheckpointError, Interrupted, NonFiniteLoss
 from utils.fileio import atomic_path, write_json, write_png, write_stream, writing
 from utils.names import PERIODIC
-from utils.runtime import StopRequest, choose_device, seed_everything, signal_name, stop_on_signals
+from utils.runtime import (Precision, StopRequest, choose_device, choose_precision, seed_everything, signal_name,
+                           stop_on_signals)
 
 log = logging.getLogger(__name__)
 
@@ -206,17 +207,31 @@ def progress(iterable: Iterable, ctx: DistContext, **kwargs) -> tqdm:
     return tqdm(iterable, disable=not ctx.is_main, dynamic_ncols=True, leave=False, **kwargs)
 
 
-class MixedPrecision:
-    """Autocast and gradient scaling for training steps: mixed precision on CUDA when enabled, float32 otherwise
-    (the CPU always trains in float32). One object per trainer; its scaler is saved in the checkpoints."""
+def training_precision(cfg, device: torch.device, fp16: bool = False, opt_level: str = "O0") -> Precision:
+    """A trainer's precision. runtime.precision (--precision) fp32, bf16 or fp16 is used as given; with 'auto'
+    (the default) training reproduces the paper: the original trained with apex, whose opt_level O0 is plain
+    FP32 even with fp16: true, so only fp16 with O1/O2/O3 gives mixed precision (runtime 'auto': bf16 on a CPU
+    with native bf16, mixed precision on CUDA). The MRI-GAN had no such keys: FP32."""
+    requested = cfg["runtime.precision"]
+    if requested != "auto":
+        return choose_precision(requested, device)
+    if fp16 and opt_level != "O0":
+        return choose_precision("auto", device)
+    choice = Precision("fp32", device.type, f"the paper's training precision (FP32; apex opt_level {opt_level})")
+    log.info("training precision %s: %s", choice.name, choice.reason)
+    return choice
 
-    def __init__(self, device: torch.device, enabled: bool):
-        self.device_type = device.type
-        self.enabled = enabled and device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda") if self.enabled else None
+
+class MixedPrecision:
+    """Autocast and gradient scaling for training steps at a Precision: fp16 gets a gradient scaler, bf16 and
+    fp32 need none. One object per trainer; its scaler is saved in the checkpoints."""
+
+    def __init__(self, precision: Precision):
+        self.precision = precision
+        self.scaler = torch.amp.GradScaler(precision.device_type) if precision.name == "fp16" else None
 
     def autocast(self):
-        return torch.autocast(self.device_type, enabled=self.enabled)
+        return self.precision.autocast()
 
     def backward(self, loss: torch.Tensor) -> None:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()

@@ -20,6 +20,7 @@ from utils.train.loop import (
     CsvLog,
     DistContext,
     MixedPrecision,
+    training_precision,
     Trainer,
     all_reduce_sum,
     make_loader,
@@ -65,7 +66,7 @@ class MRIGANTraining:
         self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg[P + "lr"], betas=betas)
         self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg[P + "lr"], betas=betas)
         self.loss = MRIGANLoss(lambda_pixel=cfg[P + "lambda_pixel"], tau=cfg[P + "tau"])
-        self.precision = MixedPrecision(ctx.device, enabled=True)  # mixed precision on CUDA only; CPU stays float32
+        self.precision = MixedPrecision(training_precision(cfg, ctx.device))  # the paper's FP32 unless --precision
         model_params = {**cfg.to_dict()["MRI_GAN"]["model_params"], "log_dir": str(run_dir)}
         self.trainer = Trainer(ctx, run_dir, {GENERATOR_KEY: self.G, DISCRIMINATOR_KEY: self.D},
                                {"optimizer_G_state_dict": self.opt_G, "optimizer_D_state_dict": self.opt_D},

@@ -12,7 +12,7 @@ from typing import Callable, Protocol
 import yaml
 
 from utils.checkpoint import read_checkpoint
-from utils.cli import config_from_args
+from utils.cli import config_from_args, runtime_overrides
 from utils.config import Config, load_config
 from utils.errors import CheckpointError, ConfigError
 from utils.names import PERIODIC
@@ -34,15 +34,14 @@ def config_for_resume(checkpoint_path: str, overrides: list[str]) -> tuple[Confi
 
 
 def run_config(args: argparse.Namespace, resume_path: str | None) -> tuple[Config, dict | None]:
-    """(configuration, checkpoint or None) for a script's flags: a new run reads --config/--set/--device; a
-    resumed run reads the checkpoint's stored configuration, with --set/--device on top."""
+    """(configuration, checkpoint or None) for a script's flags: a new run reads --config/--set/--device/--precision;
+    a resumed run reads the checkpoint's stored configuration, with --set/--device/--precision on top."""
     if not resume_path:
         return config_from_args(args), None
     if args.config:
         raise ConfigError("--config cannot be combined with --train_resume: the run's configuration is stored in "
                           "the checkpoint; change keys with --set")
-    overrides = list(args.overrides) + ([f"runtime.device={args.device}"] if args.device else [])
-    return config_for_resume(resume_path, overrides)
+    return config_for_resume(resume_path, list(args.overrides) + runtime_overrides(args))
 
 
 def prepare_run_dir(cfg: Config, ctx: DistContext, task: str, periodic_name: str, resume_path: str | None,
