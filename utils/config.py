@@ -194,7 +194,6 @@ COMPATIBILITY_KEYS = (
     "features.mri_dataset_csv",  # the original never read it either
     "deep_fake.training.model_params.model_name",  # runs go to deep_fake/, checkpoints are named by kind
     "deep_fake.training.model_params.batch_format",  # only "simple" existed and exists
-    "deep_fake.training.model_params.opt_level",  # an apex setting; mixed precision follows fp16 and the device
     "logging.line_len",
     "logging.model_loss_info_log",  # losses and accuracies per epoch are in epochs.csv
     "logging.model_acc_info_log",
