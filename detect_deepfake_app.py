@@ -99,7 +99,8 @@ def main():
               f"({thresholds['fake_threshold_source']})]")
         return 0
     if args.labels:
-        scores = labelled.evaluate_labelled(detector, args.method, videos, matched, labels, out_csv, save_mri, leak)
+        scores = labelled.evaluate_labelled(cfg, detector, args.method, videos, matched, labels, out_csv, save_mri,
+                                             leak)
         write_report(args.output_json, scores)
         print("\n".join(labelled.summary_lines(args.method, scores)), file=sys.stderr)
         return 0

@@ -129,6 +129,9 @@ def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
         assert {"accuracy", "balanced_accuracy", "roc_auc", "average_precision", "f1", "log_loss", "eer", "tp",
                 "fp", "tn", "fn"} <= set(report[level])
     assert report["thresholds"]["fake_threshold_source"] == "config"  # never tuned on this set
+    paper = report["paper"]  # the paper's protocol beside ours: tuned on this set, the face-less video dropped
+    assert paper["n_videos"] == 4 and paper["n_dropped_no_face"] == 1 and "not a held-out one" in paper["note"]
+    assert paper["thresholds"]["source"].startswith("grid search on the test split")
     rows = list(csv.DictReader((out / "videos.csv").open()))
     assert [Path(row["path"]).name for row in rows] == ["f0.mp4", "f1.mp4", "empty_room.mp4", "r0.mp4", "r1.mp4"]
     empty = next(row for row in rows if row["path"].endswith("empty_room.mp4"))
