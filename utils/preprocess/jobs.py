@@ -178,8 +178,8 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
     write_failures = True
     try:
         with stop_on_signals() as stop:
-            if stop.signum:  # a signal arrived between two steps: this one does not start
-                pass
+            if stop.signum:
+                pass  # the signal arrived between two steps (see data_preprocess.py): this one does not start
             elif workers == 1 or len(items) <= 1:
                 _init_worker(init, init_args, threads)
                 for item in items:
