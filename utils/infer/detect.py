@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -133,9 +133,9 @@ class Detector:
         start = time.perf_counter()
         saver = MRISaver(save_mri) if save_mri is not None and self.generator is not None else None
         probs = []
-        with VideoReader(path) as reader:  # one open and one pass: fps and the sampled frames
-            faces = timed(self._faces(reader), timings, "faces_s")
-            for batch in batched(faces, FACE_BATCH):
+        # one open and one pass (fps and the sampled frames); the frame thread stops before the video closes
+        with VideoReader(path) as reader, closing(self._faces(reader)) as faces:
+            for batch in batched(timed(faces, timings, "faces_s"), FACE_BATCH):
                 records, crops = [record for record, _ in batch], [crop for _, crop in batch]
                 mris = None
                 if self.generator is not None:
@@ -165,15 +165,15 @@ class Detector:
         """(record, crop) of every face of every sampled frame, in frame order, largest face first."""
         fps = reader.info.fps
         # the next MTCNN batch of frames is decoded while the current one is detected
-        frames = read_ahead(reader.frames(self.step), self.faces.batch_size)
-        for index, frame, faces in self.faces.detect_frames(frames):
-            for face_index, face in enumerate(faces):
-                crop = crop_face(frame, face.box, self.margin)
-                if crop is None:
-                    continue
-                yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
-                                  [round(v, 2) for v in face.box],
-                                  [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
+        with closing(read_ahead(reader.frames(self.step), self.faces.batch_size)) as frames:
+            for index, frame, faces in self.faces.detect_frames(frames):
+                for face_index, face in enumerate(faces):
+                    crop = crop_face(frame, face.box, self.margin)
+                    if crop is None:
+                        continue
+                    yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                                      [round(v, 2) for v in face.box],
+                                      [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
 
     @torch.inference_mode()
     def _scores(self, images: list[np.ndarray]) -> np.ndarray:
