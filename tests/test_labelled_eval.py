@@ -149,7 +149,7 @@ def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
                           for p in str(row.face_probabilities).split()], columns=["video_id", "label", "probability"])
     videos = pd.DataFrame({"video_id": rows["path"], "label": rows["label"].astype(int),
                            "n_faces": rows["n_faces"].astype(int), "status": rows["status"]})
-    split = SplitData("test", Path("."), faces, videos)
+    split = SplitData("test", Path("."), faces, videos, rebuilt_by="--crop_faces")
     thresholds = report["thresholds"]
     _, expected_video = video_report(faces, split, thresholds["fake_threshold"], thresholds["fake_fraction"])
     expected_frame = frame_metrics(faces["label"], faces["probability"])
