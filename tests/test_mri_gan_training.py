@@ -1,5 +1,5 @@
-"""MRI-GAN training: the epoch data set, checkpoints and logs, exact resume, torchrun, the command line.
-Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real components throughout."""
+"""MRI-GAN training: the epoch data set, checkpoints and logs, exact resume, torchrun on one and two nodes, the
+command line. Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real components throughout."""
 from __future__ import annotations
 
 import csv
@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import free_port, rehearse_on_two_nodes
+from tests.helpers import free_port, rehearse_on_two_nodes, run_together, srun_environment
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import face_photo
 from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
@@ -503,3 +503,16 @@ def test_two_nodes_train_like_one_node_and_only_global_rank_0_writes(data, tmp_p
     ours, reference = (torch.load(folder / "checkpoint.chkpt", weights_only=True) for folder in (run_dir, torchrun_run))
     for key in ("generator_state_dict", "discriminator_state_dict"):
         assert weights_equal(ours[key], reference[key], atol=1e-5), key
+
+
+def test_resume_checkpoint_missing_on_one_node_stops_every_process_with_one_line(data, tmp_path, torchrun_run):
+    """Every process reads the resume checkpoint (it holds the configuration); the one whose node lacks it still
+    joins the process group, so both stop at once with its one line instead of rank 0 waiting for it."""
+    port = free_port()
+    paths = [torchrun_run / "checkpoint.chkpt", tmp_path / "not_on_this_node" / "checkpoint.chkpt"]
+    results = run_together([([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_resume", str(path),
+                              "--device", "cpu"], PROJECT_ROOT, srun_environment(rank, 2, port))
+                            for rank, path in enumerate(paths)], timeout=120)
+    for result in results:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "rank 1 on " in result.stderr and f"{paths[1]}: checkpoint file not found" in result.stderr
