@@ -43,14 +43,15 @@ def test_cuda_generator_of_the_device_in_use_is_restored_whatever_the_gpu_count(
 
 
 def test_deterministic_cuda_run_resumed_ends_with_the_uninterrupted_weights(data, tmp_path):
-    """runtime.deterministic (the default) on CUDA with mixed precision: stop after step 4, resume from the step-3
-    checkpoint, and get the weights of the run that was never stopped."""
-    settings = ["MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3", *CUDA]
+    """runtime.deterministic (the default) on CUDA with fp16 mixed precision: stop after step 4, resume from the
+    step-3 checkpoint, and get the weights of the run that was never stopped."""
+    settings = ["MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3", "runtime.precision=fp16",
+                *CUDA]
     full = train(tiny_config(data, tmp_path / "full", *settings), cuda_context())
     run_dir = train(tiny_config(data, tmp_path / "stopped", *settings), cuda_context(), max_steps=4)
     periodic = run_dir / "checkpoint.chkpt"
     cfg, checkpoint = config_for_resume(str(periodic), [])
-    assert checkpoint["precision"] == "fp16-mixed" and "cuda_device" in checkpoint["rng"]
+    assert checkpoint["precision"] == "fp16" and "cuda_device" in checkpoint["rng"]
     train(cfg, cuda_context(), str(periodic), checkpoint)
     ours, reference = (torch.load(path / "checkpoint.chkpt", weights_only=True) for path in (run_dir, full))
     for key in ("generator_state_dict", "discriminator_state_dict"):
