@@ -5,6 +5,8 @@ modified; every step can be interrupted and re-run to resume, split over --worke
 """
 import logging
 
+import torch
+
 from utils.cli import config_from_args, make_parser, run
 from utils.fileio import write_json
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
@@ -23,7 +25,8 @@ def build_parser():
                         help="data sets to process: dfdc celeb_df_v2 fdf ffhq (default: every one whose "
                              "input folder exists)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (default: runtime.workers in the config; 0 = one per CPU)")
+                        help="worker processes (default: runtime.workers in the config; 0 = one per CPU); steps "
+                             "that run a model on CUDA use at most runtime.workers_per_gpu per GPU")
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="process only shard K of N (e.g. one SLURM array task); default 1/1")
     parser.add_argument("--original_mri_rendering", action="store_true",
@@ -41,15 +44,17 @@ def main():
     cfg = config_from_args(args)
     shard = parse_shard(args.shard)
     seed_everything(cfg["runtime.seed"])
-    device = choose_device(cfg["runtime.device"])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    device = choose_device(cfg["runtime.device"])
     datasets = chosen_datasets(cfg, args.datasets)
     run_dir = new_run_dir(cfg, "preprocess")
     log_to_file(run_dir)
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
                       shard=shard, report_dir=run_dir, device=str(device),
                       original_mri_rendering=args.original_mri_rendering,
-                      precision=choose_precision(cfg["runtime.precision"], device))
+                      precision=choose_precision(cfg["runtime.precision"], device),
+                      workers_per_gpu=cfg["runtime.workers_per_gpu"],
+                      gpu_count=torch.cuda.device_count() if device.type == "cuda" else 0)
     report = []
     with stop_on_signals():  # SIGTERM/SIGINT stop the steps between items (utils.preprocess.jobs.run_items)
         for step in chosen:

@@ -5,8 +5,7 @@ logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See RE
 """
 from utils.cli import make_parser, run
 from utils.train.classifier import export, format_report, test, train
-from utils.train.loop import distributed_context
-from utils.train.setup import run_config
+from utils.train.setup import run_config, run_context
 
 
 def build_parser():
@@ -36,11 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give --train_from_scratch, --train_resume, --test_saved_model or --export CHECKPOINT")
     if action and args.export:
         parser.error("--export CHECKPOINT stands alone; after training or testing give --export without a file")
-    cfg, checkpoint = run_config(args, args.train_resume)
     if not action:
-        print_export(export(args.export, cfg))
+        print_export(export(args.export, run_config(args, None)[0]))
         return 0
-    with distributed_context(cfg["runtime.device"]) as ctx:
+    with run_context(args, args.train_resume) as (cfg, checkpoint, ctx):
         tested, out_dir = args.test_saved_model, None
         if not tested:
             run_dir, tested = train(cfg, ctx, args.train_resume, checkpoint)

@@ -3,9 +3,8 @@ Runs are written to logs/<YYYYmmdd_HHMMSS>/<model_name, MRI_GAN>/; the same comm
 from __future__ import annotations
 
 from utils.cli import make_parser, run
-from utils.train.loop import distributed_context
 from utils.train.mri_gan import train
-from utils.train.setup import run_config
+from utils.train.setup import run_context
 
 
 def build_parser():
@@ -21,8 +20,7 @@ def build_parser():
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    cfg, checkpoint = run_config(args, args.train_resume)
-    with distributed_context(cfg["runtime.device"]) as ctx:
+    with run_context(args, args.train_resume) as (cfg, checkpoint, ctx):
         train(cfg, ctx, args.train_resume, checkpoint)
     return 0
 

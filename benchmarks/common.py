@@ -1,5 +1,5 @@
-"""What benchmarks share: timing repeated calls, and at the end writing the result as JSON, printing it and exiting
-non-zero on a missed target."""
+"""What benchmarks share: timing repeated calls (with a clock that waits for the GPU), and at the end writing the
+result as JSON, printing it and exiting non-zero on a missed target."""
 from __future__ import annotations
 
 import json
@@ -9,17 +9,27 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
 
 
-def time_calls(call: Callable[[], object], repeats: int) -> dict:
-    """Median and every time (s) of `repeats` calls of `call`, after one untimed warm-up call; the load average
-    of the machine (1 min) is recorded, since other processes share its cores."""
+def clock(device: torch.device) -> float:
+    """time.perf_counter() once `device` has finished its queued work: CUDA kernels run asynchronously, so without
+    the synchronisation a timing would measure only how long it took to queue them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def time_calls(call: Callable[[], object], repeats: int, device: torch.device = torch.device("cpu")) -> dict:
+    """Median and every time (s) of `repeats` calls of `call`, after one untimed warm-up call, read with `clock`
+    for the device the calls compute on; the load average of the machine (1 min) is recorded, since other
+    processes share its cores."""
     call()  # warm-up: allocations, kernel selection
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = clock(device)
         call()
-        times.append(time.perf_counter() - start)
+        times.append(clock(device) - start)
     return {"median": float(np.median(times)), "all": times, "load_1min": os.getloadavg()[0]}
 
 

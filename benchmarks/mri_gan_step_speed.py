@@ -1,8 +1,11 @@
 """Benchmark: seconds per MRI-GAN training step (one G update, then one D update) at a given width.
 
-Uses the real training step of train_MRI_GAN.py on 256x256 inputs; the default is the paper's width
-(ngf = ndf = 64, 54.4 M + 2.8 M parameters). Writes benchmarks/results/mri_gan_step_speed.json.
-Usage: python benchmarks/mri_gan_step_speed.py [--batch_sizes 1 8] [--steps 3] [--width 64] [--device cpu]
+Uses the real training step of the MRI-GAN trainer (utils/train/mri_gan.py) on 256x256 inputs; the default is the
+paper's width (ngf = ndf = 64, 54.4 M + 2.8 M parameters). On CUDA the clock is read after the GPU has finished
+(benchmarks/common.py, clock); --deterministic no measures what runtime.deterministic costs there.
+Writes benchmarks/results/mri_gan_step_speed.json.
+Usage: python benchmarks/mri_gan_step_speed.py [--batch_sizes 1 8] [--steps 3] [--width 64] [--device cpu|cuda]
+       [--deterministic yes|no]
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from common import finish, time_calls  # noqa: E402
 
 from utils.config import load_config  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
+from utils.runtime import choose_device, set_deterministic  # noqa: E402
 from utils.train.loop import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402
 
@@ -47,12 +51,16 @@ def main() -> int:
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--steps", type=int, default=3, help="timed steps per batch size (after one warm-up)")
     parser.add_argument("--width", type=int, default=64, help="ngf = ndf")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--deterministic", choices=("yes", "no"), default="yes",
+                        help="runtime.deterministic (CUDA only; training's default is yes)")
     parser.add_argument("--output", default=str(ROOT / "benchmarks" / "results" / "mri_gan_step_speed.json"))
     args = parser.parse_args()
-    ctx = DistContext(device=torch.device(args.device))
-    result = {"width": args.width, "device": args.device, "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "seconds_per_step": {}}
+    ctx = DistContext(device=choose_device(args.device))
+    set_deterministic(args.deterministic == "yes", ctx.device)
+    result = {"width": args.width, "device": str(ctx.device), "deterministic": args.deterministic == "yes",
+              "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
+              "seconds_per_step": {}}
     with tempfile.TemporaryDirectory() as folder:
         data = tiny_tables(Path(folder))
         for batch_size in args.batch_sizes:
@@ -65,7 +73,7 @@ def main() -> int:
                                     "discriminator": sum(p.numel() for p in task.D.parameters())}
             batch = {"A": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1,
                      "B": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1}
-            timing = time_calls(lambda: task.train_step(batch), args.steps)
+            timing = time_calls(lambda: task.train_step(batch), args.steps, ctx.device)
             result["seconds_per_step"][str(batch_size)] = timing
             print(f"batch {batch_size}: median {timing['median']:.3f} s per step", flush=True)
     return finish(result, args.output)

@@ -77,3 +77,18 @@ def app_weights(tmp_path_factory):
     generator.apply(init_weights)
     torch.save({"generator_state_dict": generator.state_dict()}, folder / "MRI_GAN_weights.chkpt")
     return folder
+
+
+@pytest.hookimpl(trylast=True)  # after `-m "not gpu"` has deselected them in a default run
+def pytest_collection_modifyitems(config, items):
+    """`pytest -m gpu` on a machine without a usable GPU skips the GPU tests with the reason, instead of failing."""
+    from utils.runtime import cuda_problem
+
+    gpu_tests = [item for item in items if item.get_closest_marker("gpu")]
+    if not gpu_tests:
+        return
+    reason = None if torch.cuda.is_available() else "no CUDA device"
+    reason = cuda_problem() or reason
+    if reason:
+        for item in gpu_tests:
+            item.add_marker(pytest.mark.skip(reason=f"GPU test: {reason}"))

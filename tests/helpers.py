@@ -1,12 +1,17 @@
-"""Helpers only the tests use: shorthand wrappers around the library, broken media files, and real faults for
-child processes (preexec_fn): a file-size limit, and a root that obeys permission bits."""
+"""Helpers only the tests use: shorthand wrappers around the library, broken media files, real faults for child
+processes (preexec_fn): a file-size limit, and a root that obeys permission bits; and launching several processes
+the way torchrun (one per node) or srun would."""
 from __future__ import annotations
 
 import ctypes
 import os
 import resource
+import signal
+import socket
+import subprocess
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from torch import Tensor, nn
@@ -75,3 +80,57 @@ def without_root_override() -> None:
     for capability in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH):
         if libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0:
             raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (for MASTER_PORT)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_together(launches: list[tuple[list[str], Path, dict]], timeout: int = 300) -> list[subprocess.CompletedProcess]:
+    """Start every (command, working folder, environment) at once and wait for all; whatever still runs at the
+    timeout (e.g. processes waiting on each other) is killed with its children, and the test fails."""
+    processes = [subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  start_new_session=True) for command, cwd, env in launches]
+    results = []
+    try:
+        for (command, _, _), process in zip(launches, processes):
+            out, err = process.communicate(timeout=timeout)
+            results.append(subprocess.CompletedProcess(command, process.returncode, out, err))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.communicate()
+    return results
+
+
+def srun_environment(rank: int, world_size: int, port: int) -> dict[str, str]:
+    """What srun (plus the usual MASTER_ADDR/MASTER_PORT exports) gives a process on one node: RANK, WORLD_SIZE and
+    SLURM_LOCALID, but no LOCAL_RANK."""
+    env = {key: value for key, value in os.environ.items() if key != "LOCAL_RANK"}
+    env.update(RANK=str(rank), WORLD_SIZE=str(world_size), SLURM_LOCALID=str(rank), MASTER_ADDR="127.0.0.1",
+               MASTER_PORT=str(port), OMP_NUM_THREADS="1")
+    return env
+
+
+def rehearse_on_two_nodes(script: Path, args: Callable[[Path], list[str]], root: Path, started: str) -> Path:
+    """`torchrun --nnodes 2 --nproc_per_node 1 --node_rank K --master_addr 127.0.0.1` for K = 0, 1: two "nodes" on
+    this machine (gloo), node K started in root/nodeK with args(its own log root, root/nodeK/logs). Checks that both
+    exit 0, that rank 0 printed `started` once, and that node 1 printed and wrote nothing (only global rank 0
+    writes). Returns node 0's log root."""
+    folders = [root / f"node{node}" for node in (0, 1)]
+    for folder in folders:
+        folder.mkdir(parents=True)
+    torchrun = Path(sys.executable).with_name("torchrun")
+    port, env = free_port(), {**os.environ, "OMP_NUM_THREADS": "1"}
+    results = run_together([([str(torchrun), "--nnodes", "2", "--nproc_per_node", "1", "--node_rank", str(node),
+                              "--master_addr", "127.0.0.1", "--master_port", str(port), str(script),
+                              *args(folder / "logs")], folder, env) for node, folder in enumerate(folders)])
+    for result in results:
+        assert result.returncode == 0, result.stderr[-2000:]
+    assert results[0].stdout.count(started) == 1 and not results[1].stdout.strip()
+    assert list(folders[1].iterdir()) == []  # no log root, nothing else
+    return folders[0] / "logs"

@@ -1,5 +1,6 @@
 """deep_fake_detect.py end to end on a tiny classifier data set: training, validation-tuned thresholds, test files,
-exact resume, --test_saved_model, --export for the app, and one-line errors. Random-init EfficientNet-B0, CPU."""
+exact resume, --test_saved_model, --export for the app, one-line errors, and runs over two processes and two
+"nodes" (gloo on 127.0.0.1). Random-init EfficientNet-B0, CPU."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 import torch
 
+from tests.helpers import free_port, rehearse_on_two_nodes, run_together, srun_environment
 from utils.checkpoint import read_checkpoint
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
@@ -380,19 +382,30 @@ def test_unreadable_image_is_one_line_error_naming_it(data, tmp_path):
     assert str(broken) in error and "cannot read image" in error and "re-run data_preprocess.py --crop_faces" in error
 
 
-def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data, tmp_path):
-    """2 CPU processes (gloo): one run folder written by rank 0, steps of the global batch, and the sharded test
-    gives the same scores as testing the same checkpoint in one process."""
+# --- several processes and nodes ------------------------------------------------------------------------------
+
+ONE_EPOCH = ("deep_fake.training.model_params.dataset=plain", "deep_fake.training.model_params.epochs=1")
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(data, tmp_path_factory) -> Path:
+    """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of training, then the test of highest_acc.chkpt."""
     torchrun = Path(sys.executable).with_name("torchrun")
-    logs = tmp_path / "logs"
+    logs = tmp_path_factory.mktemp("torchrun_logs")
     result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "deep_fake_detect.py",
-                             "--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain",
-                                                            "deep_fake.training.model_params.epochs=1")],
+                             "--train_from_scratch", *flags(data, logs, *ONE_EPOCH)],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("deep_fake run folder") == 1
     (run_dir,) = run_dirs(logs)
+    return run_dir
+
+
+def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data, tmp_path, torchrun_run):
+    """2 CPU processes (gloo): one run folder written by rank 0, steps of the global batch, and the sharded test
+    gives the same scores as testing the same checkpoint in one process."""
+    run_dir = torchrun_run
     checkpoint = load(run_dir / "checkpoint.chkpt")
     assert checkpoint["world_size"] == 2 and len(checkpoint["rng_per_rank"]) == 2
     assert not any(key.startswith("module.") for key in checkpoint["model_state_dict"])
@@ -408,3 +421,42 @@ def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data
     for key in ("accuracy", "roc_auc", "log_loss"):
         assert sharded["frame"][key] == pytest.approx(single["frame"][key], abs=1e-5)
         assert sharded["video"][key] == pytest.approx(single["video"][key], abs=1e-5)
+
+
+def test_two_nodes_train_and_test_like_one_node_and_only_global_rank_0_writes(data, tmp_path, torchrun_run):
+    """The multi-node rehearsal: two torchrun "nodes" (--nnodes 2 --node_rank 0|1, gloo on 127.0.0.1), each started
+    in its own folder with its own log root, as on machines without a shared disk for logs. Node 1 writes nothing;
+    rank 0's highest_acc.chkpt reaches node 1's test by broadcast; the numbers are the one-node run's."""
+    logs = rehearse_on_two_nodes(PROJECT_ROOT / "deep_fake_detect.py",
+                                 lambda logs: ["--train_from_scratch", *flags(data, logs, *ONE_EPOCH)], tmp_path,
+                                 started="deep_fake run folder")
+    (run_dir,) = run_dirs(logs)
+    for name, columns in (("train_steps.csv", ["loss", "accuracy", "n"]),
+                          ("epochs.csv", ["train_loss", "valid_loss", "valid_accuracy", "valid_auc"])):
+        ours, reference = (pd.read_csv(folder / name) for folder in (run_dir, torchrun_run))
+        assert np.allclose(ours[columns], reference[columns], rtol=1e-5, atol=1e-7), name
+    ours, reference = (json.loads((folder / "test" / "metrics.json").read_text()) for folder in (run_dir, torchrun_run))
+    assert ours["thresholds"] == reference["thresholds"]
+    for level in ("frame", "video"):
+        for key in ("accuracy", "roc_auc", "log_loss"):
+            assert ours[level][key] == pytest.approx(reference[level][key], abs=1e-5), (level, key)
+
+
+def test_a_file_missing_on_one_node_stops_every_process_with_one_line(data, tmp_path, torchrun_run):
+    """--test_saved_model from an srun-style launch, where rank 1's node sees neither the checkpoint nor the
+    validation split. The checkpoint is read by rank 0 and sent; whether to search thresholds on validation (a
+    collective step) is rank 0's decision, so rank 1 fails to read the split, and both processes stop with that one
+    line, instead of rank 1 skipping the search while rank 0 waits for it."""
+    checkpoint = load(torchrun_run / "highest_acc.chkpt")
+    del checkpoint["thresholds"], checkpoint["thresholds_source"]  # as the original's checkpoints: none stored
+    torch.save(checkpoint, tmp_path / "untuned.chkpt")
+    missing_csv = f"data_path.dfdc.valid_frame_labels_csv_filename={tmp_path / 'not_on_this_node.csv'}"
+    node_args = [[str(tmp_path / "untuned.chkpt"), *flags(data, tmp_path / "logs")],
+                 [str(tmp_path / "not_on_this_node.chkpt"), *flags(data, tmp_path / "logs", missing_csv)]]
+    port = free_port()
+    results = run_together([([sys.executable, str(PROJECT_ROOT / "deep_fake_detect.py"), "--test_saved_model", *args],
+                             PROJECT_ROOT, srun_environment(rank, 2, port)) for rank, args in enumerate(node_args)])
+    for result in results:
+        error = one_line_error(result)
+        assert "rank 1 on " in error and "data_path.dfdc.valid_frame_labels_csv_filename" in error
+    assert not (tmp_path / "logs").exists()

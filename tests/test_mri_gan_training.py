@@ -1,5 +1,5 @@
-"""MRI-GAN training: the epoch data set, checkpoints and logs, exact resume, torchrun, the command line.
-Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real components throughout."""
+"""MRI-GAN training: the epoch data set, checkpoints and logs, exact resume, torchrun on one and two nodes, the
+command line. Tiny networks (ngf = ndf = 8) on face crops generated from shipped photos; real components throughout."""
 from __future__ import annotations
 
 import csv
@@ -8,7 +8,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import free_port, rehearse_on_two_nodes, run_together, srun_environment
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import face_photo
 from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
@@ -28,7 +28,7 @@ from utils.evaluation.figures import plot_mri_gan_runs
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
 from utils.train.loop import DistContext, make_loader
-from utils.train.mri_gan import train
+from utils.train.mri_gan import MRIGANTraining, read_data, train
 from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
 from utils.train.setup import config_for_resume
 
@@ -96,6 +96,10 @@ def data(tmp_path_factory) -> Path:
 
 def settings(assets: Path, logs: Path, *extra: str) -> list[str]:
     return [f"assets={assets}", f"logging.root_log_dir={logs}", *TINY, *extra]
+
+
+def flags(assets: Path, logs: Path, *extra: str) -> list[str]:
+    return [arg for setting in settings(assets, logs, *extra) for arg in ("--set", setting)]
 
 
 def tiny_config(assets: Path, logs: Path, *extra: str):
@@ -386,6 +390,21 @@ def test_resume_from_a_best_checkpoint_starts_a_new_folder_and_keeps_that_file(f
     assert steps == list(range(1, 13))  # history up to the checkpoint carried over, then on to epoch 3
 
 
+def test_checkpoints_record_the_precision_and_a_resume_that_changes_it_says_so(full_run, caplog):
+    checkpoint = torch.load(full_run / "checkpoint.chkpt", weights_only=True)
+    assert checkpoint["precision"] == "fp32"  # the paper's training precision, unless --precision says otherwise
+    cfg, _ = config_for_resume(str(full_run / "checkpoint.chkpt"), [])
+    task = MRIGANTraining(cfg, DistContext(), None, read_data(cfg))
+    with caplog.at_level(logging.WARNING, logger="utils.train.loop"):
+        task.restore(checkpoint, "cpu_run/checkpoint.chkpt")
+        assert not caplog.records and task.trainer.resume_record["exact"]
+        task.restore({**checkpoint, "precision": "fp16"}, "gpu_run/checkpoint.chkpt")
+    (record,) = caplog.records
+    assert record.getMessage() == ("resume from gpu_run/checkpoint.chkpt is not exact: precision changed from fp16 "
+                                   "to fp32: the steps from here compute in another precision")
+    assert not task.trainer.resume_record["exact"]
+
+
 # --- command line and torchrun ------------------------------------------------------------------
 
 
@@ -410,12 +429,6 @@ def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "features.mri_dataset_real_train_csv" in result.stderr
     assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
 
 def train_sbatch(data: Path, logs: Path, processes: int, port: int) -> subprocess.Popen:
@@ -457,3 +470,50 @@ def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_an
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and not summary["exact"]
     assert "world size changed from 2 to 1" in summary["resumes"][0]["warnings"][0]
+
+
+TORCHRUN = ("MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=1")
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(data, tmp_path_factory) -> Path:
+    """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of 8 items at global batch 4."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    logs = tmp_path_factory.mktemp("torchrun_logs")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_MRI_GAN.py",
+                             "--train_from_scratch", *flags(data, logs, *TORCHRUN)],
+                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("MRI-GAN run folder") == 1
+    (run_dir,) = run_dirs(logs)
+    return run_dir
+
+
+def test_two_nodes_train_like_one_node_and_only_global_rank_0_writes(data, tmp_path, torchrun_run):
+    """The multi-node rehearsal: two torchrun "nodes" (--nnodes 2 --node_rank 0|1, gloo on 127.0.0.1), each started
+    in its own folder with its own log root. Node 1 writes nothing; losses, test scores and weights are those of
+    the one-node run with two processes."""
+    logs = rehearse_on_two_nodes(PROJECT_ROOT / "train_MRI_GAN.py",
+                                 lambda logs: ["--train_from_scratch", *flags(data, logs, *TORCHRUN)], tmp_path,
+                                 started="MRI-GAN run folder")
+    (run_dir,) = run_dirs(logs)
+    for name in ("losses.csv", "ssim_report.csv"):
+        ours, reference = (pd.read_csv(folder / name) for folder in (run_dir, torchrun_run))
+        assert list(ours.columns) == list(reference.columns) and np.allclose(ours, reference, rtol=1e-5), name
+    ours, reference = (torch.load(folder / "checkpoint.chkpt", weights_only=True) for folder in (run_dir, torchrun_run))
+    for key in ("generator_state_dict", "discriminator_state_dict"):
+        assert weights_equal(ours[key], reference[key], atol=1e-5), key
+
+
+def test_resume_checkpoint_missing_on_one_node_stops_every_process_with_one_line(data, tmp_path, torchrun_run):
+    """Every process reads the resume checkpoint (it holds the configuration); the one whose node lacks it still
+    joins the process group, so both stop at once with its one line instead of rank 0 waiting for it."""
+    port = free_port()
+    paths = [torchrun_run / "checkpoint.chkpt", tmp_path / "not_on_this_node" / "checkpoint.chkpt"]
+    results = run_together([([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_resume", str(path),
+                              "--device", "cpu"], PROJECT_ROOT, srun_environment(rank, 2, port))
+                            for rank, path in enumerate(paths)], timeout=120)
+    for result in results:
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "rank 1 on " in result.stderr and f"{paths[1]}: checkpoint file not found" in result.stderr

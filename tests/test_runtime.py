@@ -1,6 +1,11 @@
-"""utils/runtime.py: seeding, device choice, and run folders that record config and versions."""
+"""utils/runtime.py: seeding, device choice (and why a present GPU cannot be used), CUDA determinism, and run
+folders that record config and versions."""
 import json
+import logging
+import os
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,7 +14,17 @@ import yaml
 
 from utils.config import load_config
 from utils.errors import ConfigError
-from utils.runtime import NATIVE_BF16_FLAGS, choose_device, choose_precision, cpu_flags, new_run_dir, seed_everything
+from utils.runtime import (
+    NATIVE_BF16_FLAGS,
+    arch_supported,
+    choose_device,
+    choose_precision,
+    cpu_flags,
+    cuda_problem,
+    new_run_dir,
+    seed_everything,
+    set_deterministic,
+)
 
 
 def _draws():
@@ -155,3 +170,156 @@ def test_large_blocks_get_their_own_mapping_on_glibc():
     from utils.runtime import release_large_blocks
 
     assert release_large_blocks() is (platform.libc_ver()[0] == "glibc")
+
+
+# --- device truth: a GPU that this torch build cannot use is named, never a silent CPU run ------------------
+
+needs_no_cuda = pytest.mark.skipif(torch.cuda.is_available(),
+                                   reason="the stubbed nvidia-smi stands for an unusable GPU")
+
+
+def stub_nvidia_smi(folder, driver: str, cuda: str, gpus: list[tuple[str, str]]):
+    """An executable `nvidia-smi` answering like the real one: the header with driver and CUDA version, and the
+    name,compute_cap CSV for --query-gpu."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = folder / "nvidia-smi"
+    rows = "\n".join(f"{name}, {capability}" for name, capability in gpus)
+    script.write_text(f"""#!/bin/sh
+case "$1" in
+  --query-gpu=*) printf '%s\\n' "{rows}" ;;
+  *) echo "| NVIDIA-SMI {driver}    Driver Version: {driver}    CUDA Version: {cuda}     |" ;;
+esac
+""")
+    script.chmod(0o755)
+    return folder
+
+
+@pytest.fixture
+def gpu_machine(tmp_path, monkeypatch):
+    """Point PATH at a stub nvidia-smi (made by the returned function) and forget earlier warnings."""
+    import utils.runtime
+
+    monkeypatch.setattr(utils.runtime, "NVIDIA_PROC", tmp_path / "no_proc_driver_nvidia")
+    monkeypatch.setattr(utils.runtime, "_WARNED", set())
+
+    def make(driver="535.104.05", cuda="12.2", gpus=(("Tesla V100-SXM2-16GB", "7.0"),)):
+        folder = stub_nvidia_smi(tmp_path / f"bin_{driver}_{len(gpus)}", driver, cuda, list(gpus))
+        monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
+    return make
+
+
+@needs_no_cuda
+def test_auto_warns_once_when_the_driver_is_too_old_and_the_gpu_not_in_the_build(gpu_machine, caplog):
+    gpu_machine(driver="535.104.05", cuda="12.2", gpus=[("Tesla V100-SXM2-16GB", "7.0")])
+    with caplog.at_level(logging.WARNING, logger="utils.runtime"):
+        assert choose_device("auto") == torch.device("cpu")
+        assert choose_device("auto") == torch.device("cpu")
+    (warning,) = [record.getMessage() for record in caplog.records]
+    assert "535.104.05" in warning and "CUDA up to 12.2" in warning and f"CUDA {torch.version.cuda}" in warning
+    assert "driver >= 580" in warning and "GPU 0 (Tesla V100-SXM2-16GB, sm_70)" in warning
+    assert "Running on GPUs and clusters" in warning and "\n" not in warning
+
+
+@needs_no_cuda
+def test_device_cuda_on_that_machine_is_one_line_error_with_the_reason(gpu_machine):
+    gpu_machine(driver="535.104.05", cuda="12.2")
+    with pytest.raises(ConfigError) as error:
+        choose_device("cuda")
+    message = str(error.value)
+    assert "cannot be used" in message and "supports CUDA up to 12.2" in message and "\n" not in message
+
+
+@needs_no_cuda
+def test_a_new_driver_with_an_old_gpu_names_only_the_missing_architecture(gpu_machine):
+    gpu_machine(driver="580.65.06", cuda="13.0", gpus=[("Tesla P100-PCIE-16GB", "6.0")])
+    problem = cuda_problem()
+    assert "GPU 0 (Tesla P100-PCIE-16GB, sm_60)" in problem and "has no kernels" in problem
+    assert "driver" not in problem
+
+
+@needs_no_cuda
+def test_a_supported_gpu_that_torch_still_cannot_see_is_reported(gpu_machine):
+    gpu_machine(driver="580.65.06", cuda="13.0", gpus=[("NVIDIA A100-SXM4-80GB", "8.0")])
+    assert "nvidia-smi lists GPUs" in cuda_problem() and "CUDA_VISIBLE_DEVICES" in cuda_problem()
+
+
+@needs_no_cuda
+def test_the_loaded_driver_alone_counts_as_a_gpu(tmp_path, monkeypatch):
+    import utils.runtime
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi
+    monkeypatch.setattr(utils.runtime, "NVIDIA_PROC", tmp_path)  # but /proc/driver/nvidia exists
+    assert "nvidia-smi does not answer" in cuda_problem()
+
+
+def test_without_any_gpu_auto_is_the_cpu_in_silence(tmp_path, monkeypatch, caplog):
+    import utils.runtime
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(utils.runtime, "NVIDIA_PROC", tmp_path / "absent")
+    with caplog.at_level(logging.WARNING):
+        assert cuda_problem() is None and choose_device("auto") == torch.device("cpu")
+    assert not caplog.records
+
+
+@pytest.mark.parametrize("capability, arch_list, supported", [
+    ("8.6", ["sm_80"], True),  # a cubin runs on later minor versions of its major version
+    ("8.0", ["sm_86"], False),
+    ("7.0", ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], False),  # V100 and this pinned build
+    ("12.0", ["sm_90a", "sm_120"], True),
+    ("9.0", ["sm_80", "compute_80"], True),  # PTX is compiled for newer GPUs on the fly
+    ("7.5", ["compute_80"], False),
+])
+def test_gpu_architecture_rule(capability, arch_list, supported):
+    assert arch_supported(capability, arch_list) is supported
+
+
+@needs_no_cuda
+def test_trainer_script_with_device_cuda_stops_in_one_line_naming_the_driver(tmp_path):
+    from utils.config import PROJECT_ROOT
+
+    folder = stub_nvidia_smi(tmp_path / "bin", "535.104.05", "12.2", [("Tesla V100-SXM2-16GB", "7.0")])
+    env = {**os.environ, "PATH": f"{folder}{os.pathsep}{os.environ['PATH']}"}
+    result = subprocess.run([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_from_scratch",
+                             "--device", "cuda", "--set", f"logging.root_log_dir={tmp_path / 'logs'}"],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "supports CUDA up to 12.2" in result.stderr and not (tmp_path / "logs").exists()
+
+
+# --- determinism on CUDA ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def restore_determinism():
+    saved = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    yield
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[:2]
+    torch.use_deterministic_algorithms(saved[2], warn_only=saved[3])
+
+
+def test_deterministic_sets_cudnn_cublas_and_torch_on_cuda_and_leaves_the_cpu_alone(monkeypatch, restore_determinism):
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    set_deterministic(True, torch.device("cpu"))
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    set_deterministic(True, torch.device("cuda"))
+    assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    set_deterministic(False, torch.device("cuda"))
+    assert not torch.backends.cudnn.deterministic and torch.backends.cudnn.benchmark
+    assert not torch.are_deterministic_algorithms_enabled()
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":16:8")  # a value the user chose is kept
+    set_deterministic(True, torch.device("cuda"))
+    assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+
+
+@pytest.mark.gpu
+def test_gpu_auto_chooses_cuda_and_this_gpu_is_in_the_build():
+    assert cuda_problem() is None and choose_device("auto").type == "cuda"
+    capability = "{}.{}".format(*torch.cuda.get_device_capability(0))
+    assert arch_supported(capability, torch.cuda.get_arch_list())
+    torch.ones(8, device="cuda").sum().item()  # a kernel runs ("no kernel image" would raise here)

@@ -170,6 +170,8 @@ SCHEMA: dict[str, Spec] = {
     "runtime.seed": _int(0),
     "runtime.workers": _int(0),
     "runtime.loader_workers": _int(0),
+    "runtime.workers_per_gpu": _int(1),
+    "runtime.deterministic": BOOL,
     # frames and faces (new)
     "faces.frame_step": _int(1),
     "faces.detector_thresholds": _list("float", 0.0, 1.0),

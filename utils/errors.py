@@ -64,6 +64,10 @@ class StepFailed(RuntimeError):
     step failed; the message names the step and where its reasons are."""
 
 
+class DeviceError(StepFailed):
+    """The GPU failed (a CUDA error other than running out of memory): the step stops with one line."""
+
+
 class NonFiniteLoss(RuntimeError):
     """A training loss became NaN or infinite: training stops before anything is saved."""
 

@@ -1,7 +1,9 @@
-"""Run-time plumbing shared by every script: seeding, device and precision choice, the run folder, and stopping
-on signals.
+"""Run-time plumbing shared by every script: seeding, device and precision choice, determinism, the run folder,
+and stopping on signals.
 
 A run folder is logs/<YYYYmmdd_HHMMSS>/; it receives the resolved config, the package versions and a log file.
+The device choice tells a machine without a GPU from one whose GPU this torch build cannot use (driver too old,
+GPU architecture not compiled in): the latter is said in one line with its fix, never a silent CPU run.
 Long loops run inside `stop_on_signals`: SIGTERM (a scheduler's preemption notice) and SIGINT (Ctrl-C) then
 ask them to stop at the next safe point (between items, at a step boundary) instead of killing the process.
 """
@@ -11,6 +13,8 @@ import logging
 import os
 import platform
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,6 +40,11 @@ PRECISIONS = SCHEMA["runtime.precision"].choices  # auto, fp32, bf16, fp16
 # without them bf16 is emulated and slower than float32.
 NATIVE_BF16_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 CPUINFO = Path("/proc/cpuinfo")
+NVIDIA_PROC = Path("/proc/driver/nvidia")  # exists whenever the NVIDIA kernel driver is loaded
+# The oldest Linux driver of each CUDA major version (NVIDIA's CUDA compatibility table).
+MIN_DRIVER = {11: "450.80", 12: "525.60", 13: "580"}
+GPU_HELP = "README, 'Running on GPUs and clusters'"
+_WARNED: set[str] = set()
 
 RECORDED_PACKAGES = (
     "torch", "torchvision", "timm", "facenet-pytorch", "numpy", "opencv-python-headless", "scikit-image",
@@ -51,14 +60,129 @@ def seed_everything(seed: int) -> None:
 
 
 def choose_device(name: str = "auto") -> torch.device:
-    """'auto' gives CUDA when available, else the CPU; 'cuda' without a GPU is a configuration error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """'auto' gives CUDA when this torch build can use a GPU, else the CPU, with one warning when a GPU is present
+    but unusable (see cuda_problem); 'cuda' on such a machine, or on one without a GPU, is a configuration error."""
+    if name not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name == "cpu":
+        return torch.device("cpu")
+    problem = cuda_problem()
+    if name == "cuda" and problem:
+        raise ConfigError(f"device 'cuda' requested but this GPU cannot be used: {problem}")
     if name == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but no CUDA device is available (use --device cpu or auto)")
-    if name not in ("cpu", "cuda"):
-        raise ConfigError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
+    if problem:
+        if problem not in _WARNED:
+            _WARNED.add(problem)
+            log.warning("device auto: running on the CPU although a GPU is present: %s", problem)
+        return torch.device("cpu")
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@dataclass(frozen=True)
+class GpuReport:
+    """What nvidia-smi says: the driver version, the newest CUDA version it supports, and each GPU's name and
+    compute capability ("7.0"). Fields it did not print are None or empty."""
+
+    driver: str | None
+    cuda: str | None
+    gpus: tuple[tuple[str, str], ...]
+
+
+def nvidia_smi() -> GpuReport | None:
+    """The machine's GPUs as nvidia-smi reports them; None when there is no nvidia-smi or it does not answer."""
+    executable = shutil.which("nvidia-smi")
+    if executable is None:
+        return None
+    try:
+        header = subprocess.run([executable], capture_output=True, text=True, timeout=30)
+        query = subprocess.run([executable, "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if header.returncode != 0:
+        return None
+    driver = re.search(r"Driver Version:\s*([\d.]+)", header.stdout)
+    cuda = re.search(r"CUDA Version:\s*([\d.]+)", header.stdout)
+    gpus = tuple(tuple(part.strip() for part in line.rsplit(",", 1)) for line in query.stdout.splitlines()
+                 if "," in line) if query.returncode == 0 else ()
+    return GpuReport(driver and driver.group(1), cuda and cuda.group(1), gpus)
+
+
+def arch_supported(capability: str, arch_list: list[str]) -> bool:
+    """Whether a GPU of compute capability "M.m" can run a build compiled for `arch_list` (torch.cuda.get_arch_list):
+    a cubin sm_Mk runs on M.m for k <= m; PTX compute_XY is compiled on the fly for any newer GPU."""
+    major, minor = (int(part) for part in capability.split(".")[:2])
+    for arch in arch_list:
+        kind, _, digits = arch.partition("_")
+        digits = digits.rstrip("af")  # sm_90a, sm_100f: architecture-specific variants
+        if not digits.isdigit() or len(digits) < 2:
+            continue
+        arch_major, arch_minor = int(digits[:-1]), int(digits[-1])
+        if kind == "sm" and arch_major == major and arch_minor <= minor:
+            return True
+        if kind == "compute" and (arch_major, arch_minor) <= (major, minor):
+            return True
+    return False
+
+
+def cuda_problem() -> str | None:
+    """Why this torch build cannot use the GPU that is present, with the fix, in one line; None when CUDA works or
+    there is no GPU (no nvidia-smi answer and no /proc/driver/nvidia)."""
+    arch_list = torch.cuda.get_arch_list()
+    if torch.cuda.is_available():
+        gpus = [(torch.cuda.get_device_name(i), "{}.{}".format(*torch.cuda.get_device_capability(i)))
+                for i in range(torch.cuda.device_count())]
+        unsupported = _unsupported_gpus(gpus, arch_list)
+        return unsupported and f"{unsupported} ({GPU_HELP})"
+    report = nvidia_smi()
+    if report is None and not NVIDIA_PROC.exists():
+        return None
+    build = f"torch {torch.__version__}"
+    if torch.version.cuda is None:
+        return f"{build} is a CPU-only build; install a CUDA build ({GPU_HELP})"
+    problems = []
+    need = int(torch.version.cuda.split(".")[0])
+    if report is not None and report.cuda and int(report.cuda.split(".")[0]) < need:
+        problems.append(f"the NVIDIA driver {report.driver} supports CUDA up to {report.cuda}, but {build} is built "
+                        f"for CUDA {torch.version.cuda} and needs driver >= {MIN_DRIVER.get(need, '?')}: update "
+                        f"the driver, or install the torch build for CUDA {report.cuda.split('.')[0]}")
+    unsupported = _unsupported_gpus(report.gpus if report is not None else [], arch_list)
+    if unsupported:
+        problems.append(unsupported)
+    if problems:
+        return f"{'; '.join(problems)} ({GPU_HELP})"
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and hidden.strip() in ("", "-1"):
+        return f"CUDA_VISIBLE_DEVICES={hidden!r} hides every GPU"
+    seen = "nvidia-smi lists GPUs" if report is not None else f"{NVIDIA_PROC} exists but nvidia-smi does not answer"
+    return (f"{seen}, yet {build} finds no usable CUDA device (torch.cuda.is_available() is False): check "
+            "CUDA_VISIBLE_DEVICES, the container's GPU access, and that the driver matches its kernel module")
+
+
+def _unsupported_gpus(gpus, arch_list: list[str]) -> str | None:
+    if not arch_list:  # some torch versions list no architectures while CUDA is unavailable: nothing to compare
+        return None
+    bad = [f"GPU {i} ({name}, sm_{capability.replace('.', '')})" for i, (name, capability) in enumerate(gpus)
+           if re.fullmatch(r"\d+\.\d+", capability) and not arch_supported(capability, arch_list)]
+    if not bad:
+        return None
+    return (f"{', '.join(bad)}: torch {torch.__version__} has no kernels for it (built for "
+            f"{' '.join(arch_list)}); install a torch build that includes it")
+
+
+def set_deterministic(enabled: bool, device: torch.device) -> None:
+    """runtime.deterministic on CUDA: cuDNN chooses deterministic kernels and never auto-tunes, cuBLAS gets a fixed
+    workspace (CUBLAS_WORKSPACE_CONFIG, unless already set), and torch uses its deterministic algorithms where it
+    has them (a warning names an operation that has none). Call before the first CUDA operation. The CPU is left
+    alone: its kernels here already repeat bit for bit, and torch's deterministic mode would slow it down."""
+    if device.type != "cuda":
+        return
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
 
 
 @dataclass(frozen=True)

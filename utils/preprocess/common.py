@@ -32,8 +32,9 @@ ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoErr
 
 @dataclass(frozen=True)
 class Options:
-    """How a step runs: processes, shard, where its problem CSV goes, the device and precision for models, and
-    (for --gen_dfdc_mri) whether MRIs are rendered as the original saved them."""
+    """How a step runs: processes, shard, where its problem CSV goes, the device and precision for models (on CUDA:
+    the visible GPUs and at most `workers_per_gpu` model-running workers on each), and (for --gen_dfdc_mri)
+    whether MRIs are rendered as the original saved them."""
 
     workers: int = 1
     shard: tuple[int, int] = (1, 1)
@@ -41,6 +42,16 @@ class Options:
     device: str = "cpu"
     original_mri_rendering: bool = False
     precision: Precision | None = None  # None: fp32
+    workers_per_gpu: int = 2
+    gpu_count: int = 0
+
+    def model_workers(self) -> int:
+        """Processes for a step that runs a model: `workers` (0 = one per CPU), on CUDA at most workers_per_gpu per
+        GPU, since each worker holds its own CUDA context and models in GPU memory."""
+        workers = jobs.resolve_workers(self.workers)
+        if self.device.startswith("cuda"):
+            return min(workers, self.workers_per_gpu * max(self.gpu_count, 1))
+        return workers
 
     def failures_csv(self, step: str) -> Path | None:
         if self.report_dir is None:
@@ -139,11 +150,17 @@ def detector_settings(cfg: Config, device: str) -> dict:
 
 
 def init_detector(settings: dict) -> None:
-    jobs.worker_state()["detector"] = FaceDetector(**settings)
+    state = jobs.worker_state()
+    state["detector"] = FaceDetector(**{**settings, "device": jobs.assigned_device(settings["device"])})
+    state["detector_batch"] = settings["batch_size"]
 
 
 def detector() -> FaceDetector:
-    return jobs.worker_state()["detector"]
+    """The worker's face detector, with the batch size of this attempt (halved while an item is retried after
+    running out of GPU memory, see jobs.batch_size)."""
+    state = jobs.worker_state()
+    state["detector"].batch_size = jobs.batch_size(state["detector_batch"])
+    return state["detector"]
 
 
 def read_json(path: Path):

@@ -19,6 +19,7 @@ RENDERING_FILE = "mri_rendering.txt"  # "default" or "original": how the MRIs in
 def init_generator(weights: str, device: str, precision: Precision | None) -> None:
     from utils.infer.generator import load_generator
 
+    device = jobs.assigned_device(device)
     jobs.worker_state().update(generator=load_generator(weights, device), device=device, precision=precision)
 
 
@@ -33,7 +34,7 @@ def dfdc_mri_job(item) -> jobs.Outcome:
     state = jobs.worker_state()
     # Each batch holds its own crops (the original reused the first 8 crops of the video for every batch).
     crops = [read_rgb(crop_dir / name, "--crop_faces") for name in names]
-    mris = predict_mris(state["generator"], crops, state["device"], batch_size, original_rendering,
+    mris = predict_mris(state["generator"], crops, state["device"], jobs.batch_size(batch_size), original_rendering,
                         precision=state["precision"])
     write_folder(out_dir, dict(zip(names, mris)))
     return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
@@ -70,7 +71,7 @@ def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
         folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
         items = [(str(folder), str(out / folder.name), 8, options.original_mri_rendering) for folder in folders]
         summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
-                                        key=lambda it: it[0], workers=options.workers, init=init_generator,
+                                        key=lambda it: it[0], workers=options.model_workers(), init=init_generator,
                                         init_args=(str(weights), options.device, options.precision),
                                         failures_csv=options.failures_csv(f"gen_dfdc_mri_{split}")))
     return summaries

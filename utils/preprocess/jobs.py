@@ -4,13 +4,17 @@ Each item is independent and writes its own outputs atomically, so a killed run 
 finished items; problems with single items are collected (one CSV row each) and never stop the step.
 Faults of the machine do: a failed write (OutputError) stops the step at once, and SIGTERM/SIGINT stop it
 between items (Interrupted, exit code 143/130).
+On CUDA, worker k runs its models on GPU k mod N; an item that runs out of GPU memory is tried once more with
+half the batch size (`batch_size`), then recorded as failed; any other CUDA error stops the step in one line.
 """
 from __future__ import annotations
 
 import atexit
+import gc
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -20,9 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
-from utils.errors import ConfigError, Interrupted, ItemError, OutputError, StepFailed
+from utils.errors import ConfigError, DeviceError, Interrupted, ItemError, OutputError, StepFailed
 from utils.fileio import write_csv
 from utils.runtime import signal_name, stop_on_signals
 
@@ -90,6 +95,9 @@ def select_shard(items: Sequence, shard: tuple[int, int]) -> list:
 
 
 _WORKER_STATE: dict[str, Any] = {}
+# This process's place among the step's workers (0 in-process), and the divisor of batch sizes: 2 while an item
+# is retried after running out of GPU memory.
+_WORKER = {"index": 0, "batch_divisor": 1}
 
 
 def worker_state() -> dict[str, Any]:
@@ -97,29 +105,95 @@ def worker_state() -> dict[str, Any]:
     return _WORKER_STATE
 
 
-def _init_worker(init: Callable | None, init_args: tuple, threads: int) -> None:
+def worker_device(device: str, index: int, gpu_count: int) -> str:
+    """The device worker `index` runs models on: 'cuda' becomes cuda:(index mod gpu_count), so the workers spread
+    over every GPU of the machine instead of sharing GPU 0; any other device is used as given."""
+    return f"cuda:{index % gpu_count}" if device == "cuda" and gpu_count > 0 else device
+
+
+def worker_index() -> int:
+    """This process's place among the step's pool workers, in start order (0 when items run in-process)."""
+    return _WORKER["index"]
+
+
+def assigned_device(device: str) -> str:
+    """This worker's device for the step's `device` (worker_device with its index and the visible GPU count)."""
+    return worker_device(device, worker_index(), torch.cuda.device_count() if device == "cuda" else 0)
+
+
+def batch_size(configured: int) -> int:
+    """The batch size an item's model calls use now: `configured`, or half of it (at least 1) while the item is
+    retried after running out of GPU memory."""
+    return max(1, configured // _WORKER["batch_divisor"])
+
+
+def _init_worker(init: Callable | None, init_args: tuple, threads: int, counter=None) -> None:
     import cv2
-    import torch
 
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     _WORKER_STATE.clear()
+    if counter is not None:  # a pool worker: take the next index (0, 1, ... in start order)
+        with counter.get_lock():
+            _WORKER["index"], counter.value = counter.value, counter.value + 1
     if init is not None:
         init(*init_args)
 
 
-def _init_pool_worker(init: Callable | None, init_args: tuple, threads: int) -> None:
+def _init_pool_worker(init: Callable | None, init_args: tuple, threads: int, counter) -> None:
     """Pool workers ignore SIGINT (Ctrl-C reaches the whole process group): the main process lets them finish
     their items, then stops. SIGTERM keeps its default, so a pool can always be ended."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _init_worker(init, init_args, threads)
+    _init_worker(init, init_args, threads, counter)
 
 
-def _call(fn: Callable, item) -> Outcome:
+def _call(fn: Callable, item, name: str) -> Outcome:
     try:
-        return fn(item)
+        return _retry_out_of_memory(fn, item)
     except (ItemError, OSError, ValueError) as exc:  # VideoError is a ValueError
         return Outcome(FAILED, problem=str(exc))
+    except RuntimeError as exc:
+        if is_cuda_error(exc):
+            raise DeviceError(f"CUDA error on {name}: {_first_line(exc)}; the step stops, since every further item "
+                              "would fail too (finished outputs are kept: fix the GPU and re-run to resume)") from None
+        raise
+
+
+def _retry_out_of_memory(fn: Callable, item) -> Outcome:
+    """fn(item); after an out-of-memory error, once more with halved batches (batch_size), then failed with the
+    reason: the item, not the step, is what does not fit, and a re-run would hit it again."""
+    try:
+        return fn(item)
+    except torch.OutOfMemoryError:
+        pass  # retried below, outside this block, so that the failed attempt's tensors can be freed first
+    _free_gpu_memory()
+    _WORKER["batch_divisor"] = 2
+    try:
+        return fn(item)
+    except torch.OutOfMemoryError as exc:
+        reason = _first_line(exc)
+    finally:
+        _WORKER["batch_divisor"] = 1
+    _free_gpu_memory()
+    return Outcome(FAILED, problem=f"out of GPU memory, also with half the batch size ({reason})")
+
+
+def is_cuda_error(exc: BaseException) -> bool:
+    """A failure of the GPU or its libraries (torch.AcceleratorError, or a RuntimeError naming CUDA, cuDNN, cuBLAS
+    or NCCL), as opposed to a problem of one item."""
+    return isinstance(exc, torch.AcceleratorError) or (
+        isinstance(exc, RuntimeError) and re.search(r"\bCUDA\b|cuDNN|CUBLAS|cublas|NCCL", str(exc)) is not None)
+
+
+def _free_gpu_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 # The worker pool of the last parallel run, kept for the next run with the same set-up (e.g. the next split
@@ -133,7 +207,7 @@ def _pool(workers: int, init: Callable | None, init_args: tuple, threads: int) -
         _close_pool()
         context = multiprocessing.get_context("spawn")  # safe with torch and CUDA, unlike fork
         _POOL["pool"] = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
-                                            initargs=(init, init_args, threads))
+                                            initargs=(init, init_args, threads, context.Value("i", 0)))
         _POOL["key"] = key
     return _POOL["pool"]
 
@@ -185,9 +259,9 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
                 for item in items:
                     if stop.signum:
                         break
-                    record(item, _call(fn, item))
+                    record(item, _call(fn, item, key(item)))
             else:
-                _run_in_pool(_pool(workers, init, init_args, threads), fn, items, record, stop)
+                _run_in_pool(_pool(workers, init, init_args, threads), fn, items, key, record, stop)
         if stop.signum:
             raise Interrupted(stop.signum, f"stopped by {signal_name(stop.signum)} during '{step}' after "
                                            f"{summary.done + summary.skipped + summary.failed} of {summary.total} "
@@ -203,9 +277,10 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
     return summary
 
 
-def _run_in_pool(pool: ProcessPoolExecutor, fn: Callable, items: Sequence, record: Callable, stop) -> None:
+def _run_in_pool(pool: ProcessPoolExecutor, fn: Callable, items: Sequence, key: Callable[[Any], str],
+                 record: Callable, stop) -> None:
     """Submit every item; on a stop request, cancel those not started and record those finishing."""
-    futures = {pool.submit(_call, fn, item): item for item in items}
+    futures = {pool.submit(_call, fn, item, key(item)): item for item in items}
     try:
         for future in as_completed(futures):
             if future.cancelled():

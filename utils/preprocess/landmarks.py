@@ -57,7 +57,7 @@ def extract_landmarks(cfg: Config, datasets: list[str], options: Options) -> lis
     for vset in video_sets(cfg, datasets):
         items = [(str(v), str(vset.landmarks_dir / f"{v.stem}.json"), step) for v in vset.videos]
         summaries.append(jobs.run_items(f"landmarks {vset.name}", jobs.select_shard(items, options.shard),
-                                        landmarks_job, key=lambda it: it[0], workers=options.workers,
+                                        landmarks_job, key=lambda it: it[0], workers=options.model_workers(),
                                         init=init[0], init_args=init[1],
                                         failures_csv=options.failures_csv(f"extract_landmarks_{vset.name}")))
     for iset in image_sets(cfg, datasets):
@@ -65,7 +65,7 @@ def extract_landmarks(cfg: Config, datasets: list[str], options: Options) -> lis
         items = [(tuple(str(p) for p in iset.images[i:i + IMAGE_CHUNK]), str(chunks_dir / f"{i // IMAGE_CHUNK:06d}.json"))
                  for i in range(0, len(iset.images), IMAGE_CHUNK)]
         summary = jobs.run_items(f"landmarks {iset.name}", jobs.select_shard(items, options.shard),
-                                 image_landmarks_job, key=lambda it: it[1], workers=options.workers,
+                                 image_landmarks_job, key=lambda it: it[1], workers=options.model_workers(),
                                  init=init[0], init_args=init[1],
                                  failures_csv=options.failures_csv(f"extract_landmarks_{iset.name}"))
         _merge_chunks(items, iset.json_path)

@@ -201,7 +201,7 @@ def gen_mri_dataset(cfg: Config, datasets: list[str], options: Options) -> list[
     if aligned:
         items = [(g, step, margin, size) for g in groups]
         summary = jobs.run_items("mri pairs", jobs.select_shard(items, options.shard), aligned_mri_job,
-                                 key=lambda it: str(it[0].real), workers=options.workers, init=init_detector,
+                                 key=lambda it: str(it[0].real), workers=options.model_workers(), init=init_detector,
                                  init_args=(detector_settings(cfg, options.device),),
                                  failures_csv=options.failures_csv("gen_mri_dataset"))
     else:

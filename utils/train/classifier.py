@@ -47,9 +47,13 @@ from utils.train.loop import (
     training_precision,
     Trainer,
     all_reduce_sum,
+    broadcast_buffers,
     broadcast_object,
+    from_rank0,
     gather_objects,
     make_loader,
+    on_every_rank,
+    once_per_node,
     plot_curves,
     progress,
     save_checkpoint,
@@ -233,7 +237,7 @@ class ClassifierTraining:
                  "model_class_name": type(model).__name__}
         self.trainer = Trainer(ctx, run_dir, {CLASSIFIER_KEY: self.model}, {"optimizer_state_dict": self.optimizer},
                                config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"], loss_keys=("loss",),
-                               periodic_name=PERIODIC, extra=extra, scaler=self.precision.scaler)
+                               periodic_name=PERIODIC, extra=extra, precision=self.precision)
         self.epoch_log: CsvLog | None = None
         self.tensorboard: TensorBoardLog | None = None
         self.epoch_started = time.perf_counter()
@@ -284,6 +288,7 @@ class ClassifierTraining:
         """Validate, tune the video thresholds on validation, keep the best checkpoints, log and plot."""
         train_seconds = time.perf_counter() - self.epoch_started
         started = time.perf_counter()
+        broadcast_buffers(self.model, self.ctx)  # every shard scored with the statistics the checkpoint keeps
         frames = predict(self.model, self.valid_loader, self.ctx, self.precision, desc=f"valid {epoch + 1}")
         frame = frame_report(frames)
         fake_threshold, fake_fraction, grid = tune_thresholds(frames, self.cfg)
@@ -371,10 +376,13 @@ def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpo
     if checkpoint is not None and CLASSIFIER_KEY not in checkpoint:
         raise CheckpointError(f"{resume_path}: not a classifier checkpoint (no {CLASSIFIER_KEY})")
     kind = cfg[P + "dataset"]
-    data = {split: read_split(cfg, split, kind) for split in ("train", "valid")}  # data errors come first
+    # data errors come first; a split missing on one node stops every process with one line
+    data = on_every_rank(lambda: {split: read_split(cfg, split, kind) for split in ("train", "valid")}, ctx)
     seed_process(cfg["runtime.seed"], ctx)
-    # a resumed model gets its weights from the checkpoint; encoder weight errors also come before the run folder
-    model = build_classifier(cfg["cnn_encoder.default"], None if checkpoint is not None else cfg[P + "encoder_weights"])
+    # a resumed model gets its weights from the checkpoint; encoder weight errors also come before the run folder,
+    # and ImageNet weights are fetched once per node
+    weights = None if checkpoint is not None else cfg[P + "encoder_weights"]
+    model = once_per_node(lambda: build_classifier(cfg["cnn_encoder.default"], weights), ctx)
     if ctx.is_main:
         print(f"deep_fake data: dataset {kind}, " + ", ".join(
             f"{name} {len(split.frames)} faces of {split.frames['video_id'].nunique()} videos"
@@ -428,13 +436,14 @@ def thresholds_for_test(cfg: Config, ctx: DistContext, checkpoint: dict, model, 
                         precision: MixedPrecision) -> tuple[float, float, str]:
     """(fake_threshold, fake_fraction, where they come from): the pair the checkpoint's validation chose; for a
     checkpoint without one (e.g. the original's), a grid search on the validation split now; without a
-    validation split, the config's pair. Never tuned on the test split (README, Differences #12)."""
+    validation split, the config's pair. Never tuned on the test split (README, Differences #12). Under torchrun,
+    rank 0 decides whether there is a validation split (the search is collective: every process must agree)."""
     stored = checkpoint.get("thresholds")
     if isinstance(stored, dict) and {"fake_threshold", "fake_fraction"} <= set(stored):
         source = checkpoint.get("thresholds_source", "validation grid search")
         return float(stored["fake_threshold"]), float(stored["fake_fraction"]), f"{source}, stored in the checkpoint"
-    if frame_label_csvs(cfg, "valid", kind)[1].is_file():
-        valid = read_split(cfg, "valid", kind)
+    if broadcast_object(frame_label_csvs(cfg, "valid", kind)[1].is_file(), ctx):
+        valid = on_every_rank(lambda: read_split(cfg, "valid", kind), ctx)
         loader = frame_loader(valid, build_transform("eval", model.input_size), batch_size, ctx, cfg["runtime.seed"],
                               cfg["runtime.loader_workers"])
         fake_threshold, fake_fraction, _ = tune_thresholds(predict(model, loader, ctx, precision, "valid"), cfg)
@@ -467,10 +476,12 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     metrics.json, frame_predictions.csv, video_predictions.csv, roc_frame.png, roc_video.png, the confusion
     matrices (frame_, video_ and paper_video_ + the logging.model_conf_matrix* names) and the printed report
     (logging.model_info_log) into `out_dir` (default: a new logs/<time>/deep_fake/test folder). metrics.json also
-    holds the paper's protocol under "paper" (utils.evaluation.protocols). Returns the metrics (rank 0)."""
-    checkpoint = read_classifier_checkpoint(checkpoint_path)
+    holds the paper's protocol under "paper" (utils.evaluation.protocols). Returns the metrics (rank 0; None
+    elsewhere). Under torchrun the checkpoint is read by rank 0 and sent to the others, so it need only exist on
+    rank 0's node (e.g. the highest_acc.chkpt rank 0 has just written into its log folder)."""
+    checkpoint = from_rank0(lambda: read_classifier_checkpoint(checkpoint_path), ctx)
     kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
-    test_data = read_split(cfg, "test", kind)
+    test_data = on_every_rank(lambda: read_split(cfg, "test", kind), ctx)
     model = classifier_from_checkpoint(checkpoint, checkpoint_path, cfg["cnn_encoder.default"]).to(ctx.device)
     batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
     precision = classifier_precision(cfg, ctx.device)

@@ -13,11 +13,12 @@ import math
 import os
 import random
 import signal
+import socket
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -30,13 +31,14 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSamp
 from tqdm import tqdm
 
 from utils.checkpoint import load_state
-from utils.errors import CheckpointError, Interrupted, NonFiniteLoss
+from utils.errors import CheckpointError, ConfigError, Interrupted, NonFiniteLoss
 from utils.fileio import atomic_path, write_json, write_png, write_stream, writing
 from utils.names import PERIODIC
 from utils.runtime import (Precision, StopRequest, choose_device, choose_precision, seed_everything, signal_name,
                            stop_on_signals)
 
 log = logging.getLogger(__name__)
+
 
 # --- processes ------------------------------------------------------------------------------------
 
@@ -59,17 +61,53 @@ class DistContext:
         return self.world_size > 1
 
 
+# Where launchers put a process's rank on its node: torchrun, then srun, then Open MPI's mpirun.
+LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "SLURM_LOCALID", "OMPI_COMM_WORLD_LOCAL_RANK")
+
+
+def launched_world_size(env: Mapping[str, str] = os.environ) -> int:
+    """The number of processes a launcher started (WORLD_SIZE; 1 without a launcher)."""
+    return _env_int(env, "WORLD_SIZE", "1")
+
+
+def local_rank_from_env(env: Mapping[str, str], world_size: int, device_type: str) -> int:
+    """This process's rank on its node: LOCAL_RANK, else SLURM_LOCALID, else OMPI_COMM_WORLD_LOCAL_RANK. Without any
+    of them several processes on CUDA cannot tell which GPU is theirs: a one-line error (on the CPU it is 0)."""
+    for name in LOCAL_RANK_VARIABLES:
+        if name in env:
+            return _env_int(env, name)
+    if world_size > 1 and device_type == "cuda":
+        raise ConfigError(f"WORLD_SIZE is {world_size} but no local rank is set ({', '.join(LOCAL_RANK_VARIABLES)}): "
+                          "cannot tell which GPU this process should use; launch with torchrun, srun or mpirun, or "
+                          "export LOCAL_RANK")
+    return 0
+
+
+def _env_int(env: Mapping[str, str], name: str, default: str | None = None) -> int:
+    value = env.get(name, default)
+    if value is None:
+        raise ConfigError(f"environment variable {name} is not set (needed when WORLD_SIZE > 1)")
+    try:
+        return int(value)
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be a whole number, got {value!r}") from None
+
+
 @contextmanager
 def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
-    """One process, or one of torchrun's (WORLD_SIZE > 1): init_process_group with nccl on CUDA, gloo on CPU,
-    each process on its own GPU (LOCAL_RANK). The group is destroyed on exit."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    """One process, or one of several started by a launcher (WORLD_SIZE > 1; torchrun, or srun/mpirun exporting
+    RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT): init_process_group with nccl on CUDA, gloo on CPU, each process
+    on the GPU of its local rank (local_rank_from_env). The group is destroyed on exit."""
+    world_size = launched_world_size()
     device = choose_device(device_name)
     if world_size <= 1:
         yield DistContext(device=device)
         return
-    rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local_rank = _env_int(os.environ, "RANK"), local_rank_from_env(os.environ, world_size, device.type)
     if device.type == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible on "
+                              f"{socket.gethostname()} (start at most that many processes per node)")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
@@ -128,6 +166,52 @@ def broadcast_object(value: Any, ctx: DistContext) -> Any:
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
     return holder[0]
+
+
+def raise_if_any_failed(error: ConfigError | None, ctx: DistContext) -> None:
+    """Collective: when any process had `error`, every process raises it, as one line naming the first process
+    that had it. A process that stopped alone would leave the others waiting in their next collective call."""
+    if not ctx.distributed:
+        if error is not None:
+            raise error
+        return
+    reports = gather_objects(None if error is None else (socket.gethostname(), str(error)), ctx)
+    for rank, report in enumerate(reports):
+        if report is not None:
+            raise ConfigError(f"rank {rank} on {report[0]}: {report[1]}")
+
+
+def on_every_rank(fn: Callable[[], Any], ctx: DistContext) -> Any:
+    """fn() in every process; a ConfigError (bad data, a missing file) in any of them stops them all."""
+    try:
+        result, error = fn(), None
+    except ConfigError as exc:
+        result, error = None, exc
+    raise_if_any_failed(error, ctx)
+    return result
+
+
+def from_rank0(fn: Callable[[], Any], ctx: DistContext) -> Any:
+    """fn() on rank 0 only, its result sent to every process: e.g. a checkpoint that only rank 0's node can see."""
+    return broadcast_object(on_every_rank(fn if ctx.is_main else lambda: None, ctx), ctx)
+
+
+def once_per_node(fn: Callable[[], Any], ctx: DistContext) -> Any:
+    """fn() on the first process of each node, then on the others: whatever fn downloads into the node's cache
+    (e.g. ImageNet weights) is fetched once per node, not once per process."""
+    first = ctx.local_rank == 0
+    result = on_every_rank(fn if first else lambda: None, ctx)
+    later = on_every_rank(lambda: None if first else fn(), ctx)
+    return result if first else later
+
+
+def broadcast_buffers(model: nn.Module, ctx: DistContext) -> None:
+    """Give every process rank 0's buffers (BatchNorm running statistics). DDP sends them only at the start of a
+    training forward, so after an epoch's last step each process holds its own; evaluation must score every shard
+    with the buffers the checkpoint keeps (rank 0's)."""
+    if ctx.distributed:
+        for buffer in unwrap(model).buffers():
+            dist.broadcast(buffer.data, src=0)
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor], ctx: DistContext) -> dict[str, float]:
@@ -251,19 +335,25 @@ class MixedPrecision:
 # --- random state ---------------------------------------------------------------------------------
 
 
-def rng_state() -> dict:
-    """This process's python, numpy, torch and CUDA generator states, in weights_only-loadable types."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """This process's python, numpy, torch and CUDA generator states, in weights_only-loadable types; on CUDA also
+    the state of `device` (the one in use) on its own, which a resume restores whatever the GPU count."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {
+    state = {
         "python": random.getstate(),
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
+    if device is not None and device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore `rng_state`'s generators; the in-use CUDA generator goes to `device`, every other GPU's only when
+    the GPU count is the one saved."""
     random.setstate(_as_tuple(state["python"]))
     numpy = state["numpy"]
     np.random.set_state((numpy["kind"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"],
@@ -271,6 +361,8 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
+    if device is not None and device.type == "cuda" and "cuda_device" in state:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
 
 
 def torch_rng_of_every_rank(ctx: DistContext) -> list[dict]:
@@ -405,9 +497,12 @@ class Trainer:
 
     def __init__(self, ctx: DistContext, run_dir: Path | None, modules: dict[str, nn.Module],
                  optimizers: dict[str, torch.optim.Optimizer], *, config: dict, checkpoint_every: int,
-                 loss_keys: Sequence[str], periodic_name: str = PERIODIC, extra: dict | None = None, scaler=None):
+                 loss_keys: Sequence[str], periodic_name: str = PERIODIC, extra: dict | None = None,
+                 precision: MixedPrecision | None = None):
         self.ctx, self.run_dir = ctx, run_dir
-        self.modules, self.optimizers, self.scaler = modules, optimizers, scaler
+        self.modules, self.optimizers = modules, optimizers
+        self.precision = precision or MixedPrecision(Precision("fp32", ctx.device.type, "no precision given"))
+        self.scaler = self.precision.scaler
         self.config, self.extra = config, dict(extra or {})
         self.checkpoint_every, self.periodic_name, self.loss_keys = checkpoint_every, periodic_name, tuple(loss_keys)
         self.position = Position()
@@ -428,7 +523,7 @@ class Trainer:
         position = self.position
         state.update(epoch=position.epoch, batch_in_epoch=position.batch, global_step=position.step,
                      best=dict(position.best), world_size=self.ctx.world_size, device=self.ctx.device.type,
-                     rng=rng_state(),
+                     precision=self.precision.precision.name, rng=rng_state(self.ctx.device),
                      rng_per_rank=torch_rng_of_every_rank(self.ctx) if self.ctx.distributed else None,
                      config=self.config, **self.extra)
         return state
@@ -442,7 +537,7 @@ class Trainer:
 
     def restore(self, checkpoint: dict, source: str | Path) -> None:
         """Load a checkpoint written by `save`; RNG states are applied when `run` starts. What makes the
-        continuation inexact (another world size, GPU count, loader worker count or device) is logged and
+        continuation inexact (another world size, loader worker count, device or precision) is logged and
         kept for the run's summary."""
         missing = [key for key in [*self.modules, *self.optimizers, "global_step", "rng"] if key not in checkpoint]
         if missing:
@@ -459,7 +554,8 @@ class Trainer:
         self._rng_to_restore = (checkpoint["rng"], per_rank if per_rank and len(per_rank) == self.ctx.world_size
                                 else None)
         self.last_checkpoint = (str(source), self.position.step)
-        reasons = inexact_resume_reasons(checkpoint, self.ctx, self.config["runtime"]["loader_workers"])
+        reasons = inexact_resume_reasons(checkpoint, self.ctx, self.config["runtime"]["loader_workers"],
+                                         self.precision.precision.name)
         self.resume_record = {"from": str(source), "at_step": self.position.step, "exact": not reasons,
                               "warnings": reasons, "time": datetime.now().isoformat(timespec="seconds")}
         if self.ctx.is_main:
@@ -470,7 +566,7 @@ class Trainer:
         if self._rng_to_restore is None:
             return
         shared, per_rank = self._rng_to_restore
-        set_rng_state(shared)
+        set_rng_state(shared, self.ctx.device)
         if per_rank is not None:
             torch.set_rng_state(per_rank[self.ctx.rank]["torch"])
             if "cuda" in per_rank[self.ctx.rank] and self.ctx.device.type == "cuda":
@@ -587,15 +683,17 @@ class Trainer:
         return True
 
 
-def inexact_resume_reasons(checkpoint: dict, ctx: DistContext, loader_workers: int) -> list[str]:
+def inexact_resume_reasons(checkpoint: dict, ctx: DistContext, loader_workers: int, precision: str) -> list[str]:
     """Why continuing from `checkpoint` in this set-up cannot repeat the uninterrupted run bit for bit."""
     reasons = []
     saved_world = checkpoint.get("world_size", 1)
     if saved_world != ctx.world_size:
         reasons.append(f"world size changed from {saved_world} to {ctx.world_size} processes: data shards and "
                        "per-process random states differ")
+    # The CUDA generator of the device in use is restored whatever the GPU count (rng_state); only checkpoints
+    # written before it was saved on its own depend on the count.
     saved_gpus, gpus = len(checkpoint["rng"].get("cuda", [])), torch.cuda.device_count()
-    if saved_gpus != gpus:
+    if ctx.device.type == "cuda" and "cuda_device" not in checkpoint["rng"] and saved_gpus != gpus:
         reasons.append(f"GPU count changed from {saved_gpus} to {gpus}: the CUDA random state is not restored")
     saved_workers = ((checkpoint.get("config") or {}).get("runtime") or {}).get("loader_workers", loader_workers)
     if saved_workers != loader_workers:
@@ -604,6 +702,10 @@ def inexact_resume_reasons(checkpoint: dict, ctx: DistContext, loader_workers: i
     saved_device = checkpoint.get("device", ctx.device.type)
     if saved_device != ctx.device.type:
         reasons.append(f"device changed from {saved_device} to {ctx.device.type}: other kernels and precision")
+    saved_precision = checkpoint.get("precision", precision)  # not recorded before: taken as unchanged
+    if saved_precision != precision:
+        reasons.append(f"precision changed from {saved_precision} to {precision}: the steps from here compute in "
+                       "another precision")
     return reasons
 
 

@@ -23,8 +23,10 @@ from utils.train.loop import (
     training_precision,
     Trainer,
     all_reduce_sum,
+    broadcast_buffers,
     make_loader,
     no_sync,
+    on_every_rank,
     plot_curves,
     progress,
     save_image_grid,
@@ -73,7 +75,7 @@ class MRIGANTraining:
                                config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"],
                                loss_keys=("loss_G", "loss_D"), periodic_name=PERIODIC,
                                extra={"model_params": model_params, "log_dir": str(run_dir)},
-                               scaler=self.precision.scaler)
+                               precision=self.precision)
         self.epoch_log: CsvLog | None = None
         self.tensorboard: TensorBoardLog | None = None
         self.samples = self.sample_batch() if ctx.is_main else None  # the same test items every epoch
@@ -139,6 +141,8 @@ class MRIGANTraining:
     def end_epoch(self, epoch: int) -> None:
         """Score on the test split, keep the best G and D, log, draw samples and curves."""
         loader = progress(self.test_loader, self.ctx, desc=f"test {epoch + 1}")
+        for model in (self.G, self.D):  # none today (instance norm keeps no statistics), but score as saved
+            broadcast_buffers(model, self.ctx)
         scores = evaluate(unwrap(self.G), unwrap(self.D), loader, self.loss, self.ctx)
         best_g = self.trainer.improved("test_ssim", scores["test_ssim"], higher_is_better=True)
         best_d = self.trainer.improved("test_loss_D", scores["test_loss_D"], higher_is_better=False)
@@ -192,7 +196,7 @@ def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpo
         raise ConfigError(f"config key '{P}imsize': the U-Net generator needs {IMSIZE}, got {cfg[P + 'imsize']}")
     if resume_path and checkpoint is None:
         checkpoint = read_checkpoint(resume_path)
-    data = read_data(cfg)  # bad data sets fail here, before a run folder is made
+    data = on_every_rank(lambda: read_data(cfg), ctx)  # bad data sets fail here (on any node), before a run folder
     task, run_dir, _, finished = run_training(cfg, ctx, cfg[P + "model_name"], "MRI-GAN", cfg[P + "n_epochs"],
                                               lambda folder: MRIGANTraining(cfg, ctx, folder, data), resume_path,
                                               checkpoint, max_steps)

@@ -1,13 +1,15 @@
-"""What both trainers share around their loop: the configuration of a new or resumed run, its run folder and
-logs, the per-process batch, and `run_training`, the one fresh/resume/torchrun sequence both trainers follow.
-A resumed run uses the configuration stored in its checkpoint (--set may change keys, e.g. more epochs)."""
+"""What both trainers share around their loop: the configuration of a new or resumed run and its processes
+(`run_context`), its run folder and logs, the per-process batch, and `run_training`, the one fresh/resume/torchrun
+sequence both trainers follow. A resumed run uses the configuration stored in its checkpoint (--set may change
+keys, e.g. more epochs)."""
 from __future__ import annotations
 
 import argparse
 import tempfile
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
 
 import yaml
 
@@ -16,8 +18,17 @@ from utils.cli import config_from_args, runtime_overrides
 from utils.config import Config, load_config
 from utils.errors import CheckpointError, ConfigError
 from utils.names import PERIODIC
-from utils.runtime import new_run_dir, record_run
-from utils.train.loop import CsvLog, DistContext, Position, Trainer, continue_in_place
+from utils.runtime import new_run_dir, record_run, set_deterministic
+from utils.train.loop import (
+    CsvLog,
+    DistContext,
+    Position,
+    Trainer,
+    continue_in_place,
+    distributed_context,
+    launched_world_size,
+    raise_if_any_failed,
+)
 
 
 def config_for_resume(checkpoint_path: str, overrides: list[str]) -> tuple[Config, dict]:
@@ -42,6 +53,27 @@ def run_config(args: argparse.Namespace, resume_path: str | None) -> tuple[Confi
         raise ConfigError("--config cannot be combined with --train_resume: the run's configuration is stored in "
                           "the checkpoint; change keys with --set")
     return config_for_resume(resume_path, list(args.overrides) + runtime_overrides(args))
+
+
+@contextmanager
+def run_context(args: argparse.Namespace, resume_path: str | None) -> Iterator[tuple[Config, dict | None, DistContext]]:
+    """(configuration, checkpoint or None, process context) of a trainer's command: run_config, then
+    distributed_context, then runtime.deterministic applied before any CUDA work.
+
+    Every process reads the configuration and the resume checkpoint itself. Under a launcher, one that cannot (e.g.
+    the checkpoint is missing on its node) still joins the process group, on --device or auto, so that every
+    process stops with that one line instead of the others waiting for it until their timeout."""
+    cfg, checkpoint, error = None, None, None
+    try:
+        cfg, checkpoint = run_config(args, resume_path)
+    except ConfigError as exc:
+        if launched_world_size() <= 1:
+            raise
+        error = exc
+    with distributed_context(cfg["runtime.device"] if cfg is not None else args.device or "auto") as ctx:
+        raise_if_any_failed(error, ctx)
+        set_deterministic(cfg["runtime.deterministic"], ctx.device)
+        yield cfg, checkpoint, ctx
 
 
 def prepare_run_dir(cfg: Config, ctx: DistContext, task: str, periodic_name: str, resume_path: str | None,

@@ -1,0 +1,90 @@
+"""Processes under a launcher: local rank from torchrun, srun or mpirun variables; one process's error stops all
+of them in one line; work done once per node. Real gloo process groups on 127.0.0.1."""
+from __future__ import annotations
+
+import socket
+import sys
+
+import pytest
+
+from tests.helpers import free_port, run_together, srun_environment
+from utils.config import PROJECT_ROOT
+from utils.errors import ConfigError
+from utils.train.loop import local_rank_from_env
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({"LOCAL_RANK": "1", "SLURM_LOCALID": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "3"}, 1),  # torchrun
+    ({"SLURM_LOCALID": "2", "OMPI_COMM_WORLD_LOCAL_RANK": "3"}, 2),  # srun
+    ({"OMPI_COMM_WORLD_LOCAL_RANK": "3"}, 3),  # mpirun
+])
+def test_local_rank_comes_from_torchrun_then_srun_then_mpirun(env, expected):
+    assert local_rank_from_env(env, world_size=4, device_type="cuda") == expected
+
+
+def test_no_local_rank_is_a_one_line_error_on_cuda_and_rank_0_of_its_node_on_the_cpu():
+    with pytest.raises(ConfigError, match="no local rank is set") as error:
+        local_rank_from_env({"RANK": "3", "WORLD_SIZE": "4"}, world_size=4, device_type="cuda")
+    assert "\n" not in str(error.value)
+    assert local_rank_from_env({}, world_size=4, device_type="cpu") == 0
+    assert local_rank_from_env({}, world_size=1, device_type="cuda") == 0
+    with pytest.raises(ConfigError, match="SLURM_LOCALID must be a whole number"):
+        local_rank_from_env({"SLURM_LOCALID": "first"}, world_size=2, device_type="cuda")
+
+
+# Each process: its local rank; BatchNorm statistics of its own batch, then rank 0's (broadcast_buffers);
+# once_per_node (each call logs start and end); then a ConfigError that only rank 1 meets, inside on_every_rank.
+# utils.cli.run turns errors into one line and an exit code.
+PROBE = """
+import sys, time
+import torch
+from utils.cli import run
+from utils.errors import ConfigError
+from utils.train.loop import broadcast_buffers, distributed_context, on_every_rank, once_per_node
+
+def main():
+    log = sys.argv[1]
+    with distributed_context("cpu") as ctx:
+        print(f"rank {ctx.rank} local {ctx.local_rank}", flush=True)
+        norm = torch.nn.BatchNorm1d(2)
+        norm(torch.tensor([[0.0, 1.0], [2.0, 3.0]]) + 10 * ctx.rank)  # a training step on this rank's batch
+        before = [round(value, 4) for value in norm.running_mean.tolist()]
+        broadcast_buffers(norm, ctx)
+        print(f"running mean {before} -> {[round(value, 4) for value in norm.running_mean.tolist()]}", flush=True)
+
+        def fetch():
+            with open(log, "a") as handle:
+                handle.write(f"start {ctx.rank}\\n")
+            time.sleep(0.5)
+            with open(log, "a") as handle:
+                handle.write(f"end {ctx.rank}\\n")
+
+        once_per_node(fetch, ctx)
+
+        def read():
+            if ctx.rank == 1:
+                raise ConfigError("data/valid.csv not found")
+
+        on_every_rank(read, ctx)
+    return 0
+
+run(main)
+"""
+
+
+def test_srun_style_launch_takes_slurm_localid_runs_once_per_node_first_and_stops_every_rank_in_one_line(tmp_path):
+    """Two processes started as srun does (RANK, WORLD_SIZE, SLURM_LOCALID; no LOCAL_RANK): local ranks from SLURM;
+    both end up with rank 0's BatchNorm statistics (what validation under DDP scores with); local rank 0 finishes
+    its fetch before the other starts; rank 1's error ends both processes with exit 2."""
+    log, port = tmp_path / "fetch.log", free_port()
+    results = run_together([([sys.executable, "-c", PROBE, str(log)], PROJECT_ROOT, srun_environment(rank, 2, port))
+                            for rank in (0, 1)], timeout=120)
+    for rank, result in enumerate(results):
+        assert result.returncode == 2, result.stderr
+        ranks, statistics = result.stdout.strip().splitlines()
+        assert ranks == f"rank {rank} local {rank}"
+        own = [0.1, 0.2] if rank == 0 else [1.1, 1.2]  # momentum 0.1 times this rank's batch mean
+        assert statistics == f"running mean {own} -> [0.1, 0.2]"
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert f"rank 1 on {socket.gethostname()}: data/valid.csv not found" in result.stderr
+    assert log.read_text().split("\n")[:-1] == ["start 0", "end 0", "start 1", "end 1"]
