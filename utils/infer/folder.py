@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import ConfigError
+from utils.fileio import atomic_path
 from utils.infer.detect import Detector, VideoResult, classify_videos
 
 APP_COLUMNS = ["path", "verdict", "probability", "n_faces", "status", "error"]
@@ -43,7 +44,8 @@ class RowLog:
                                       f"{reader.fieldnames}); choose a new file")
                 self.rows = [row for row in reader if None not in row.values() and row["status"]]
         path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", newline="", encoding="utf-8") as handle:  # rewrite without a cut last line
+        # rewritten without a line cut by a kill, atomically: a kill now loses none of the finished rows
+        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
             writer.writeheader()
             writer.writerows(self.rows)
