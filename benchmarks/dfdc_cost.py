@@ -38,7 +38,7 @@ from utils.train.classifier import ClassifierTraining, SplitData  # noqa: E402
 from utils.train.loop import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402
 
-# DFDC's training set (Dolhansky et al. 2020) and the paper's schedule (original.md: config defaults).
+# DFDC's training set (Dolhansky et al. 2020) and the paper's schedule (config.yml's defaults).
 DFDC_VIDEOS, DFDC_REALS, DFDC_FAKES = 119_154, 19_154, 100_000
 FACES_PER_VIDEO = 30  # frames 0, 10, ..., 290 of a 300-frame video, one face each
 MRI_GAN = {"epochs": 100, "batch": 128, "dfdc_fraction": 0.5, "test_split": 0.2}
