@@ -204,7 +204,7 @@ def work_floor(clip: Path, weights: Path) -> dict:
             crops = [crop_face(frame, found[0].box) for frame, found in zip(frames, faces) if found]
         detector._scores(crops[:2]), predict_mris(detector.generator, crops[:2], "cpu", precision=detector.precision)
         start = cpu()
-        mris = predict_mris(detector.generator, crops, "cpu", 8, precision=detector.precision)
+        predict_mris(detector.generator, crops, "cpu", 8, precision=detector.precision)
         out[f"mri_{precision}_s"] = cpu() - start
         start = cpu()
         detector._scores(crops)

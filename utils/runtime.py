@@ -379,6 +379,9 @@ class _RunLogHandler(logging.FileHandler):
 def log_to_file(run_dir: Path, name: str = "run.log") -> logging.Logger:
     """Send this process's log records (INFO and up) to `run_dir/name` as well as to stderr warnings."""
     logger = logging.getLogger()
+    for existing in logger.handlers:  # a terminal handler keeps the level the root had: the file gets INFO, not stderr
+        if existing.level == logging.NOTSET:
+            existing.setLevel(logger.getEffectiveLevel())
     logger.setLevel(logging.INFO)
     handler = _RunLogHandler(run_dir / name, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
