@@ -12,13 +12,14 @@ from pathlib import Path
 from utils.cli import config_from_args, make_parser, run
 from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
-from utils.infer.detect import Detector
+from utils.infer.detect import FACE_BATCH, Detector
 from utils.infer.folder import score_folder
-from utils.media.video import list_videos, probe
+from utils.media.video import SampledFrames, frames_within, list_videos, probe
 from utils.names import METHODS
 from utils.runtime import choose_device, release_large_blocks, seed_everything
 
 IMPORT_S = time.perf_counter() - STARTED
+PREFETCH_BYTES = 256 * 2**20  # decoded frames held while the models load (README, Streaming and start-up)
 
 
 def build_parser():
@@ -70,34 +71,22 @@ def main():
     if args.input_dir and not Path(args.input_dir).is_dir():
         raise ConfigError(f"input folder not found ({args.input_dir})")
     if args.input_videofile:
-        probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
-    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True) if args.input_dir else []
+        info = probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
+        release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
+        # its sampled frames decode while the models load: at most PREFETCH_BYTES of them, and no more than one
+        # batch of faces, so they are all taken before the first batch reaches the generator and classifier
+        ahead = min(FACE_BATCH, frames_within(info, PREFETCH_BYTES))
+        with SampledFrames(args.input_videofile, cfg["faces.frame_step"], ahead) as frames:
+            return classify_one(args, cfg, frames)
+    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
     if args.labels:  # read and match the labels before any model is loaded, so a bad file fails at once
         from utils.evaluation import labelled  # scikit-learn: only on this path
 
         labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
-    release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
-    loading = time.perf_counter()
-    detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
-                        Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
-                        args.fake_fraction, need_generator=bool(args.save_mri),
-                        original_mri_rendering=args.original_mri_rendering)
-    startup = {"import_s": IMPORT_S, "model_load_s": time.perf_counter() - loading}
-    report = {"method": args.method, "precision": detector.precision.to_dict(), "thresholds": detector.thresholds,
-              "models": detector.models}
+    release_large_blocks()
+    detector, startup = load_detector(args, cfg)
     save_mri = Path(args.save_mri) if args.save_mri else None
     out_csv = Path(args.output_csv) if args.output_csv else None
-    if args.input_videofile:
-        result = detector.classify(args.input_videofile, save_mri)
-        result.timings = startup | result.timings
-        write_report(args.output_json, report | result.to_dict())
-        if result.status == "no_face":
-            raise NoFaceError(f"no face found in any sampled frame of {args.input_videofile}")
-        thresholds = detector.thresholds
-        print(f"{result.verdict_line()}  [{args.method}: {result.n_fake} of {result.n_faces} faces fake; "
-              f"fake_threshold {thresholds['fake_threshold']}, fake_fraction {thresholds['fake_fraction']} "
-              f"({thresholds['fake_threshold_source']})]")
-        return 0
     if args.labels:
         scores = labelled.evaluate_labelled(cfg, detector, args.method, videos, matched, labels, out_csv, save_mri,
                                              leak)
@@ -105,8 +94,39 @@ def main():
         print("\n".join(labelled.summary_lines(args.method, scores)), file=sys.stderr)
         return 0
     _, results = score_folder(detector, videos, out_csv=out_csv, save_mri=save_mri)
-    write_report(args.output_json, report | {"timings": startup, "videos": results})
+    write_report(args.output_json, report(args, detector) | {"timings": startup, "videos": results})
     return 0
+
+
+def classify_one(args, cfg, frames: SampledFrames) -> int:
+    """The verdict on one video, from its frames already decoding: one line on stdout, the JSON if asked."""
+    detector, startup = load_detector(args, cfg)
+    result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None, frames)
+    result.timings = startup | result.timings
+    write_report(args.output_json, report(args, detector) | result.to_dict())
+    if result.status == "no_face":
+        raise NoFaceError(f"no face found in any sampled frame of {args.input_videofile}")
+    thresholds = detector.thresholds
+    print(f"{result.verdict_line()}  [{args.method}: {result.n_fake} of {result.n_faces} faces fake; "
+          f"fake_threshold {thresholds['fake_threshold']}, fake_fraction {thresholds['fake_fraction']} "
+          f"({thresholds['fake_threshold_source']})]")
+    return 0
+
+
+def load_detector(args, cfg) -> tuple[Detector, dict]:
+    """The method's models, and the start-up times for the JSON."""
+    loading = time.perf_counter()
+    detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
+                        Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
+                        args.fake_fraction, need_generator=bool(args.save_mri),
+                        original_mri_rendering=args.original_mri_rendering)
+    return detector, {"import_s": IMPORT_S, "model_load_s": time.perf_counter() - loading}
+
+
+def report(args, detector: Detector) -> dict:
+    """What the JSON says about the models, whatever the input."""
+    return {"method": args.method, "precision": detector.precision.to_dict(), "thresholds": detector.thresholds,
+            "models": detector.models}
 
 
 def write_report(path: str | None, data: dict) -> None:
@@ -115,4 +135,4 @@ def write_report(path: str | None, data: dict) -> None:
 
 
 if __name__ == "__main__":
-    run(main)
+    run(main, fast_exit=True)

@@ -17,6 +17,7 @@ from utils.demo.synthetic import background, write_video
 from utils.infer.detect import Detector
 from utils.infer.generator import predict_mris
 from utils.media.faces import crop_face
+from utils.media.video import SampledFrames
 from utils.runtime import choose_precision
 
 VERDICT = re.compile(r"^The video is (REAL|DEEP-FAKE), probability=\d+(\.\d+)?%  \[(plain_frames|MRI): "
@@ -101,6 +102,18 @@ def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_
     for (frame, face, _), mri in zip(records, mris):  # written as they came, identical to the whole-video MRIs
         assert np.array_equal(cv2.imread(str(tmp_path / "mri" / f"{frame}_{face}.png"))[..., ::-1], mri)
     assert cv2.imread(str(tmp_path / "mri" / "montage.png")).shape == (256, 128 * 16, 3)  # the first 16 faces
+
+
+def test_frames_decoded_before_the_models_give_the_same_result(mri_detector, face_video):
+    """The app hands classify its video's frames already decoding (SampledFrames made before the models load):
+    every sampled frame decoded ahead gives the very result of decoding as detection goes."""
+    with SampledFrames(face_video, mri_detector.step, ahead=64) as frames:
+        ahead = mri_detector.classify(face_video, frames=frames)
+    as_it_goes = mri_detector.classify(face_video)
+    assert ahead.n_faces > 0 and ahead.faces == as_it_goes.faces
+    assert (ahead.verdict, ahead.probability) == (as_it_goes.verdict, as_it_goes.probability)
+    with SampledFrames(face_video, mri_detector.step + 1, ahead=2) as frames, pytest.raises(ValueError, match="every"):
+        mri_detector.classify(face_video, frames=frames)
 
 
 def test_command_line_thresholds_override(weights, face_video):

@@ -1,5 +1,6 @@
-"""utils/video.py on generated videos: frames read at the right indices and colours, broken files named."""
+"""utils/media/video.py on generated videos: frames read at the right indices and colours, broken files named."""
 import logging
+import time
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ from conftest import VIDEO_FPS, VIDEO_FRAMES, VIDEO_H, VIDEO_W
 from tests.helpers import sampled_frames
 from utils.demo.synthetic import face_frames, face_photo, make_face_video
 from utils.errors import VideoError
-from utils.media.video import VideoReader, list_videos, probe, read_ahead
+from utils.media.video import ReadAhead, SampledFrames, VideoReader, list_videos, probe
 
 
 def test_probe_reports_count_fps_and_size(face_video):
@@ -109,10 +110,54 @@ def test_written_video_is_atomic(tmp_path):
 
 def test_read_ahead_gives_the_frames_in_order(face_video):
     with VideoReader(face_video) as reader:
-        ahead = [(index, frame) for index, frame in read_ahead(reader.frames(7), 2)]
+        ahead = [(index, frame) for index, frame in ReadAhead(reader.frames(7), 2)]
     direct = list(sampled_frames(face_video, 7))
     assert [i for i, _ in ahead] == [i for i, _ in direct] == [0, 7, 14, 21, 28]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ahead, direct))
+
+
+def counting(produced: list):
+    """0, 1, 2, ... 999, each added to `produced` when it is produced."""
+    for i in range(1000):
+        produced.append(i)
+        yield i
+
+
+def test_sampled_frames_decode_before_they_are_asked_for_and_no_further_than_ahead(face_video):
+    """The app makes SampledFrames before loading its models: frames decode from then on, at most `ahead`."""
+    with SampledFrames(face_video, 7, ahead=3) as frames:
+        deadline = time.monotonic() + 30
+        while frames.waiting() < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.2)  # time to overshoot, if the bound did not hold
+        assert frames.waiting() == 3 and frames.info.fps > 0
+        got = list(frames)
+    direct = list(sampled_frames(face_video, 7))
+    assert [i for i, _ in got] == [i for i, _ in direct] == [0, 7, 14, 21, 28]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(got, direct))
+
+
+def test_read_ahead_bound_can_be_lowered_after_a_head_start():
+    """What the app does: many frames ahead while the models load, then one MTCNN batch while it detects."""
+    produced = []
+
+    def settle():
+        deadline = time.monotonic() + 10
+        last = -1
+        while time.monotonic() < deadline and len(produced) != last:
+            last = len(produced)
+            time.sleep(0.1)
+
+    with ReadAhead(counting(produced), 8) as stream:
+        settle()
+        assert stream.waiting() == 8
+        stream.keep_ahead(2)
+        assert [next(stream) for _ in range(6)] == list(range(6))
+        settle()
+        assert stream.waiting() == 2 and len(produced) <= 6 + 2 + 1  # nothing new while 2 were still waiting
+        assert [next(stream) for _ in range(4)] == list(range(6, 10))
+        settle()
+        assert stream.waiting() == 2 and len(produced) <= 10 + 2 + 1  # topped up to the new bound, no further
 
 
 def test_read_ahead_raises_a_producer_error_in_its_place():
@@ -122,7 +167,7 @@ def test_read_ahead_raises_a_producer_error_in_its_place():
 
     got = []
     with pytest.raises(VideoError, match="cannot be decoded"):
-        for item in read_ahead(items(), 8):
+        for item in ReadAhead(items(), 8):
             got.append(item)
     assert got == [1, 2]
 
@@ -130,12 +175,7 @@ def test_read_ahead_raises_a_producer_error_in_its_place():
 def test_read_ahead_stops_its_producer_when_the_caller_stops():
     produced = []
 
-    def items():
-        for i in range(1000):
-            produced.append(i)
-            yield i
-
-    stream = read_ahead(items(), 3)
+    stream = ReadAhead(counting(produced), 3)
     assert [next(stream) for _ in range(2)] == [0, 1]
     stream.close()  # returns only when the producer thread has finished
     count = len(produced)

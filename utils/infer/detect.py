@@ -24,7 +24,7 @@ from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
 from utils.media.faces import FaceDetector, crop_face
-from utils.media.video import VideoReader, read_ahead
+from utils.media.video import SampledFrames
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
 from utils.runtime import choose_precision
 
@@ -122,19 +122,27 @@ class Detector:
             chosen[f"{name}_source"] = source
         return chosen
 
-    def classify(self, path: str | Path, save_mri: Path | None = None) -> VideoResult:
+    def classify(self, path: str | Path, save_mri: Path | None = None,
+                 frames: SampledFrames | None = None) -> VideoResult:
         """Stream the sampled frames through detection, crop, MRI and classifier, FACE_BATCH faces at a time.
 
         Only the per-face records and probabilities are kept, so memory does not grow with the video's
         length; with `save_mri` each MRI is written as soon as it exists (the montage shows the first 16).
+        `frames`: the video's SampledFrames already decoding (the app starts them before loading the models).
+        While faces are detected, the next MTCNN batch of frames is decoded, no more.
         """
         result = VideoResult(str(path))
         timings = result.timings
         start = time.perf_counter()
         saver = MRISaver(save_mri) if save_mri is not None and self.generator is not None else None
         probs = []
+        if frames is None:
+            frames = SampledFrames(path, self.step, self.faces.batch_size)
+        elif frames.step != self.step:
+            raise ValueError(f"frames sampled every {frames.step} frames, the detector samples every {self.step}")
+        frames.keep_ahead(self.faces.batch_size)  # once detection runs, the next MTCNN batch is enough
         # one open and one pass (fps and the sampled frames); the frame thread stops before the video closes
-        with VideoReader(path) as reader, closing(self._faces(reader)) as faces:
+        with frames, closing(self._faces(frames)) as faces:
             for batch in batched(timed(faces, timings, "faces_s"), FACE_BATCH):
                 records, crops = [record for record, _ in batch], [crop for _, crop in batch]
                 mris = None
@@ -161,19 +169,17 @@ class Detector:
         timings["total_s"] = time.perf_counter() - start
         return result
 
-    def _faces(self, reader: VideoReader) -> Iterator[tuple[FaceRecord, np.ndarray]]:
+    def _faces(self, frames: SampledFrames) -> Iterator[tuple[FaceRecord, np.ndarray]]:
         """(record, crop) of every face of every sampled frame, in frame order, largest face first."""
-        fps = reader.info.fps
-        # the next MTCNN batch of frames is decoded while the current one is detected
-        with closing(read_ahead(reader.frames(self.step), self.faces.batch_size)) as frames:
-            for index, frame, faces in self.faces.detect_frames(frames):
-                for face_index, face in enumerate(faces):
-                    crop = crop_face(frame, face.box, self.margin)
-                    if crop is None:
-                        continue
-                    yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
-                                      [round(v, 2) for v in face.box],
-                                      [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
+        fps = frames.info.fps
+        for index, frame, faces in self.faces.detect_frames(frames):
+            for face_index, face in enumerate(faces):
+                crop = crop_face(frame, face.box, self.margin)
+                if crop is None:
+                    continue
+                yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                                  [round(v, 2) for v in face.box],
+                                  [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
 
     @torch.inference_mode()
     def _scores(self, images: list[np.ndarray]) -> np.ndarray:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
 import threading
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -135,49 +135,124 @@ def probe(path: str | Path) -> VideoInfo:
         return reader.info
 
 
-def read_ahead(items: Iterable, size: int) -> Iterator:
-    """Yield the items of `items` while a background thread produces up to `size` of them ahead.
+class ReadAhead:
+    """Iterate over `items` while a background thread, started at once, produces up to `size` of them ahead.
 
-    For frames: decoding overlaps the caller's work on earlier frames (OpenCV and PyTorch release the
-    GIL). An error in the producer is raised here, at its place in the sequence. When the caller stops
-    early, the producer stops too and has finished before this generator closes, so the video can then
-    be closed safely.
+    For frames: decoding overlaps the caller's work (OpenCV and PyTorch release the GIL). `keep_ahead(n)`
+    changes the bound; items already produced stay. An error in the producer is raised here, at its place in
+    the sequence. `close()` (or leaving a `with` block) stops the producer and returns once it has finished,
+    so the video can then be closed safely.
     """
-    buffer: queue.Queue = queue.Queue(maxsize=max(size, 1))
-    stop = threading.Event()
-    done = object()
 
-    def offer(entry) -> bool:
-        while not stop.is_set():
-            try:
-                buffer.put(entry, timeout=0.05)
-                return True
-            except queue.Full:
-                continue
-        return False
+    _DONE = object()
 
-    def produce() -> None:
+    def __init__(self, items: Iterable, size: int):
+        self._items: deque = deque()
+        self._size = max(size, 1)
+        self._changed = threading.Condition()  # an item in or out, the bound changed, or stop
+        self._stop = False
+        self._finished = False
+        self._thread = threading.Thread(target=self._produce, args=(items,), name="read_ahead", daemon=True)
+        self._thread.start()
+
+    def _offer(self, entry, bounded: bool = True) -> bool:
+        with self._changed:
+            while bounded and len(self._items) >= self._size and not self._stop:
+                self._changed.wait()
+            if self._stop:
+                return False
+            self._items.append(entry)
+            self._changed.notify_all()
+            return True
+
+    def _produce(self, items: Iterable) -> None:
         try:
             for item in items:
-                if not offer((item, None)):
+                if not self._offer((item, None)):
                     return
-            offer((done, None))
+            self._offer((self._DONE, None), bounded=False)
         except BaseException as exc:  # handed to the consumer, raised there
-            offer((done, exc))
+            self._offer((self._DONE, exc), bounded=False)
 
-    thread = threading.Thread(target=produce, name="read_ahead", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = buffer.get()
+    def __iter__(self) -> "ReadAhead":
+        return self
+
+    def __next__(self):
+        if self._finished:
+            raise StopIteration
+        with self._changed:
+            while not self._items:
+                self._changed.wait()
+            item, error = self._items.popleft()
+            self._changed.notify_all()
+        if item is self._DONE:
+            self._finished = True
             if error is not None:
                 raise error
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join()
+            raise StopIteration
+        return item
+
+    def waiting(self) -> int:
+        """How many items are produced and not yet taken."""
+        with self._changed:
+            return sum(1 for item, _ in self._items if item is not self._DONE)
+
+    def keep_ahead(self, size: int) -> None:
+        """From now on, produce at most `size` items ahead of the caller."""
+        with self._changed:
+            self._size = max(size, 1)
+            self._changed.notify_all()
+
+    def close(self) -> None:
+        self._finished = True
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def __enter__(self) -> "ReadAhead":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class SampledFrames:
+    """(index, RGB frame) of frames 0, step, 2*step, ... of a video, decoded by a background thread from the
+    moment this is made, up to `ahead` frames in advance. Use as a context manager: leaving it stops the
+    thread, then closes the video. Opening raises VideoError as VideoReader does."""
+
+    def __init__(self, path: str | Path, step: int, ahead: int):
+        self.step = step
+        self._reader = VideoReader(path)
+        self.info = self._reader.info
+        self._frames = ReadAhead(self._reader.frames(step), ahead)
+
+    def __iter__(self) -> ReadAhead:
+        return self._frames
+
+    def waiting(self) -> int:
+        """How many frames are decoded and not yet taken."""
+        return self._frames.waiting()
+
+    def keep_ahead(self, frames: int) -> None:
+        """From now on, decode at most `frames` frames ahead of the caller."""
+        self._frames.keep_ahead(frames)
+
+    def close(self) -> None:
+        self._frames.close()
+        self._reader.close()
+
+    def __enter__(self) -> "SampledFrames":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def frames_within(info: VideoInfo, budget_bytes: int) -> int:
+    """How many decoded RGB frames of this video fit in `budget_bytes` (at least one)."""
+    return max(1, budget_bytes // max(1, info.width * info.height * 3))
 
 
 def list_videos(folder: str | Path, extensions: Iterable[str] = DEFAULT_EXTENSIONS,
