@@ -429,7 +429,7 @@ def test_two_nodes_train_and_test_like_one_node_and_only_global_rank_0_writes(da
     rank 0's highest_acc.chkpt reaches node 1's test by broadcast; the numbers are the one-node run's."""
     logs = rehearse_on_two_nodes(PROJECT_ROOT / "deep_fake_detect.py",
                                  lambda logs: ["--train_from_scratch", *flags(data, logs, *ONE_EPOCH)], tmp_path,
-                                 started="deep_fake run folder")
+                                 started="deep_fake run folder", finished="*/deep_fake/test/metrics.json")
     (run_dir,) = run_dirs(logs)
     for name, columns in (("train_steps.csv", ["loss", "accuracy", "n"]),
                           ("epochs.csv", ["train_loss", "valid_loss", "valid_accuracy", "valid_auc"])):

@@ -496,7 +496,7 @@ def test_two_nodes_train_like_one_node_and_only_global_rank_0_writes(data, tmp_p
     the one-node run with two processes."""
     logs = rehearse_on_two_nodes(PROJECT_ROOT / "train_MRI_GAN.py",
                                  lambda logs: ["--train_from_scratch", *flags(data, logs, *TORCHRUN)], tmp_path,
-                                 started="MRI-GAN run folder")
+                                 started="MRI-GAN run folder", finished="*/MRI_GAN/summary.json")
     (run_dir,) = run_dirs(logs)
     for name in ("losses.csv", "ssim_report.csv"):
         ours, reference = (pd.read_csv(folder / name) for folder in (run_dir, torchrun_run))
