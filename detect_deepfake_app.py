@@ -70,9 +70,9 @@ def main():
     seed_everything(cfg["runtime.seed"])
     if args.input_dir and not Path(args.input_dir).is_dir():
         raise ConfigError(f"input folder not found ({args.input_dir})")
+    release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
     if args.input_videofile:
         info = probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
-        release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
         # its sampled frames decode while the models load: at most PREFETCH_BYTES of them, and no more than one
         # batch of faces, so they are all taken before the first batch reaches the generator and classifier
         ahead = min(FACE_BATCH, frames_within(info, PREFETCH_BYTES))
@@ -83,7 +83,6 @@ def main():
         from utils.evaluation import labelled  # scikit-learn: only on this path
 
         labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
-    release_large_blocks()
     detector, startup = load_detector(args, cfg)
     save_mri = Path(args.save_mri) if args.save_mri else None
     out_csv = Path(args.output_csv) if args.output_csv else None
