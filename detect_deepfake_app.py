@@ -2,6 +2,7 @@
 
 Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
 """
+import gc
 import time
 
 STARTED = time.perf_counter()  # before the other imports: the JSON reports the import time (timings.import_s)
@@ -9,17 +10,17 @@ STARTED = time.perf_counter()  # before the other imports: the JSON reports the 
 import sys
 from pathlib import Path
 
+# Only modules without torch here: a single video starts decoding before torch is imported (README, Streaming
+# and start-up); the modules that run models are imported by import_model_code.
 from utils.cli import config_from_args, make_parser, run
 from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
-from utils.infer.detect import FACE_BATCH, Detector
-from utils.infer.folder import score_folder
 from utils.media.video import SampledFrames, frames_within, list_videos, probe
 from utils.names import METHODS
-from utils.runtime import choose_device, release_large_blocks, seed_everything
 
-IMPORT_S = time.perf_counter() - STARTED
-PREFETCH_BYTES = 256 * 2**20  # decoded frames held while the models load (README, Streaming and start-up)
+LIGHT_IMPORT_S = time.perf_counter() - STARTED
+PREFETCH_FRAMES = 32  # sampled frames decoded ahead while torch and the face detector load ...
+PREFETCH_BYTES = 256 * 2**20  # ... and never more than this many bytes of them
 
 
 def build_parser():
@@ -58,6 +59,7 @@ def check_unit(name: str, value):
 
 
 def main():
+    gc.disable()  # no cyclic garbage collection while importing and loading the models: see load_detector
     parser = build_parser()
     args = parser.parse_args()
     if not (args.input_videofile or args.input_dir) or not args.method:
@@ -67,15 +69,11 @@ def main():
     if args.labels and not args.input_dir:
         parser.error("--labels goes with --input_dir")
     cfg = config_from_args(args)
-    seed_everything(cfg["runtime.seed"])
     if args.input_dir and not Path(args.input_dir).is_dir():
         raise ConfigError(f"input folder not found ({args.input_dir})")
-    release_large_blocks()  # peak memory flat in the video's length (README, Streaming and start-up)
     if args.input_videofile:
         info = probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
-        # its sampled frames decode while the models load: at most PREFETCH_BYTES of them, and no more than one
-        # batch of faces, so they are all taken before the first batch reaches the generator and classifier
-        ahead = min(FACE_BATCH, frames_within(info, PREFETCH_BYTES))
+        ahead = min(PREFETCH_FRAMES, frames_within(info, PREFETCH_BYTES))
         with SampledFrames(args.input_videofile, cfg["faces.frame_step"], ahead) as frames:
             return classify_one(args, cfg, frames)
     videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
@@ -83,7 +81,10 @@ def main():
         from utils.evaluation import labelled  # scikit-learn: only on this path
 
         labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
-    detector, startup = load_detector(args, cfg)
+    import_s = import_model_code(cfg)
+    from utils.infer.folder import score_folder
+
+    detector, startup = load_detector(args, cfg, import_s)
     save_mri = Path(args.save_mri) if args.save_mri else None
     out_csv = Path(args.output_csv) if args.output_csv else None
     if args.labels:
@@ -98,9 +99,19 @@ def main():
 
 
 def classify_one(args, cfg, frames: SampledFrames) -> int:
-    """The verdict on one video, from its frames already decoding: one line on stdout, the JSON if asked."""
-    detector, startup = load_detector(args, cfg)
-    result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None, frames)
+    """The verdict on one video whose frames are already decoding: one line on stdout, the JSON if asked.
+
+    The face detector loads first; its thread then detects faces while the classifier (and generator) load."""
+    import_s = import_model_code(cfg)
+    from utils.infer.detect import FaceStream
+    from utils.media.faces import FaceDetector
+    from utils.runtime import choose_device
+
+    loading = time.perf_counter()
+    face_detector = FaceDetector.from_config(cfg, choose_device(cfg["runtime.device"]))
+    with FaceStream(face_detector, frames, cfg["faces.crop_margin"]) as faces:
+        detector, startup = load_detector(args, cfg, import_s, loading, face_detector)
+        result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None, faces)
     result.timings = startup | result.timings
     write_report(args.output_json, report(args, detector) | result.to_dict())
     if result.status == "no_face":
@@ -112,17 +123,36 @@ def classify_one(args, cfg, frames: SampledFrames) -> int:
     return 0
 
 
-def load_detector(args, cfg) -> tuple[Detector, dict]:
-    """The method's models, and the start-up times for the JSON."""
-    loading = time.perf_counter()
+def import_model_code(cfg) -> float:
+    """Import the modules that run models (torch: about 1 s) and seed the generators with runtime.seed; return
+    the seconds the app has spent importing (timings.import_s)."""
+    start = time.perf_counter()
+    import utils.infer.detect  # noqa: F401  (torch, OpenCV, PIL)
+    from utils.runtime import seed_everything
+
+    seed_everything(cfg["runtime.seed"])
+    return LIGHT_IMPORT_S + time.perf_counter() - start
+
+
+def load_detector(args, cfg, import_s: float, loading: float | None = None, face_detector=None):
+    """The method's Detector (with `face_detector` if it is already built) and the start-up times for the JSON:
+    model_load_s counts from `loading` (default now), when the first model began to load."""
+    from utils.infer.detect import Detector
+    from utils.runtime import choose_device
+
+    loading = time.perf_counter() if loading is None else loading
     detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
                         Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
                         args.fake_fraction, need_generator=bool(args.save_mri),
-                        original_mri_rendering=args.original_mri_rendering)
-    return detector, {"import_s": IMPORT_S, "model_load_s": time.perf_counter() - loading}
+                        original_mri_rendering=args.original_mri_rendering, face_detector=face_detector)
+    # Start-up made about 600,000 objects that live as long as the process (modules, models), which the collector
+    # scanned again and again (0.3-0.9 s of a run here). They are set apart from it, and it runs again.
+    gc.freeze()
+    gc.enable()
+    return detector, {"import_s": import_s, "model_load_s": time.perf_counter() - loading}
 
 
-def report(args, detector: Detector) -> dict:
+def report(args, detector) -> dict:
     """What the JSON says about the models, whatever the input."""
     return {"method": args.method, "precision": detector.precision.to_dict(), "thresholds": detector.thresholds,
             "models": detector.models}

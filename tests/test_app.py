@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 
 import cv2
 import numpy as np
@@ -14,7 +15,7 @@ from conftest import VIDEO_H, VIDEO_W
 
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import background, write_video
-from utils.infer.detect import Detector
+from utils.infer.detect import Detector, FaceStream
 from utils.infer.generator import predict_mris
 from utils.media.faces import crop_face
 from utils.media.video import SampledFrames
@@ -81,21 +82,22 @@ def test_verdict_follows_the_shared_video_rule(mri_detector, face_video):
 
 
 def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_video, tmp_path, monkeypatch):
-    """30 faces flow through in batches of 8 (MTCNN in batches of 4 frames): the same records, MRIs and
-    probabilities as detecting every frame, then generating and classifying all faces at once."""
+    """30 faces flow through in batches of 6, detected at most 2 faces ahead (MTCNN in batches of 4 frames): the
+    same records, MRIs and probabilities as detecting every frame, then generating and classifying all faces."""
     import utils.infer.detect as detect
 
     cfg = load_config(overrides=["runtime.precision=fp32", "faces.frame_step=1", "faces.batch_size=4"])
     detector = Detector(cfg, "MRI", torch.device("cpu"), weights)
-    monkeypatch.setattr(detect, "FACE_BATCH", 8)
-    result = detector.classify(face_video, save_mri=tmp_path / "mri")
+    monkeypatch.setattr(detect, "FACE_BATCH", 6)
+    with SampledFrames(face_video, 1, ahead=1) as frames, FaceStream(detector.faces, frames, 0.1, ahead=2) as faces:
+        result = detector.classify(face_video, save_mri=tmp_path / "mri", faces=faces)
 
     records, crops = [], []
-    for index, frame, faces in detector.faces.detect_video(face_video, 1):
-        for face_index, face in enumerate(faces):
+    for index, frame, found in detector.faces.detect_video(face_video, 1):
+        for face_index, face in enumerate(found):
             crops.append(crop_face(frame, face.box))
             records.append((index, face_index, [round(v, 2) for v in face.box]))
-    mris = predict_mris(detector.generator, crops, "cpu", detect.MRI_BATCH)
+    mris = predict_mris(detector.generator, crops, "cpu", 6)  # the generator's batches as streamed
     probs = detector._scores(mris)
     assert len(records) == 30 and [(f.frame, f.face, f.box) for f in result.faces] == records
     assert [f.fake_probability for f in result.faces] == pytest.approx(probs.tolist(), abs=1e-6)
@@ -104,16 +106,37 @@ def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_
     assert cv2.imread(str(tmp_path / "mri" / "montage.png")).shape == (256, 128 * 16, 3)  # the first 16 faces
 
 
-def test_frames_decoded_before_the_models_give_the_same_result(mri_detector, face_video):
-    """The app hands classify its video's frames already decoding (SampledFrames made before the models load):
-    every sampled frame decoded ahead gives the very result of decoding as detection goes."""
-    with SampledFrames(face_video, mri_detector.step, ahead=64) as frames:
-        ahead = mri_detector.classify(face_video, frames=frames)
+def test_faces_detected_before_the_models_give_the_same_result(mri_detector, face_video):
+    """The app starts detecting its video's faces before the classifier loads (FaceStream): faces detected
+    ahead, before classify is called, give the very result of detecting as classify goes."""
+    with (SampledFrames(face_video, mri_detector.step, ahead=64) as frames,
+          FaceStream(mri_detector.faces, frames, mri_detector.margin) as faces):
+        deadline = time.monotonic() + 60
+        while faces.waiting() < 3 and time.monotonic() < deadline:  # the clip's 3 sampled frames, a face each
+            time.sleep(0.05)
+        assert faces.waiting() == 3  # detected with nobody asking
+        ahead = mri_detector.classify(face_video, faces=faces)
     as_it_goes = mri_detector.classify(face_video)
-    assert ahead.n_faces > 0 and ahead.faces == as_it_goes.faces
+    assert ahead.n_faces == 3 and ahead.faces == as_it_goes.faces
     assert (ahead.verdict, ahead.probability) == (as_it_goes.verdict, as_it_goes.probability)
-    with SampledFrames(face_video, mri_detector.step + 1, ahead=2) as frames, pytest.raises(ValueError, match="every"):
-        mri_detector.classify(face_video, frames=frames)
+    with (SampledFrames(face_video, mri_detector.step + 1, ahead=2) as frames,
+          FaceStream(mri_detector.faces, frames, 0.1) as faces, pytest.raises(ValueError, match="every")):
+        mri_detector.classify(face_video, faces=faces)
+
+
+def test_face_stream_stays_within_its_bound(mri_detector, face_video):
+    with (SampledFrames(face_video, 1, ahead=1) as frames,
+          FaceStream(mri_detector.faces, frames, 0.1, ahead=2) as faces):
+        time.sleep(3)
+        assert faces.waiting() == 2
+        assert len(list(faces)) == 30
+
+
+def test_the_app_imports_no_torch_before_its_video_decodes():
+    """A single video starts decoding before torch is imported: the app's own imports leave torch out."""
+    code = "import sys, detect_deepfake_app; print('torch' in sys.modules, 'cv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["False", "True"]
 
 
 def test_command_line_thresholds_override(weights, face_video):

@@ -162,3 +162,24 @@ def test_unreadable_checkpoints_say_permission_denied_or_not_enough_memory(tmp_p
         f"{locked}: permission denied: this user may not read the checkpoint",
         f"{big}: not enough memory to load the checkpoint (128 MB on disk); free memory or raise the job's memory "
         "limit"], result.stderr
+
+
+def test_mapped_reading_gives_the_same_tensors_and_falls_back_for_legacy_files(tmp_path):
+    """mmap=True maps zip checkpoints (tensors backed by the file) and reads the legacy format as before."""
+    state = {"w": torch.randn(64, 64), "b": torch.arange(5)}
+    torch.save(state, tmp_path / "zip.pt")
+    torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name in ("zip.pt", "legacy.pt"):
+        loaded = read_checkpoint(tmp_path / name, mmap=True)
+        assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+    def mapped(path) -> bool:
+        return str(path) in pathlib.Path("/proc/self/maps").read_text()
+
+    held = read_checkpoint(tmp_path / "zip.pt", mmap=True)
+    assert mapped(tmp_path / "zip.pt")  # backed by the file, not read into memory
+    del held
+    held = read_checkpoint(tmp_path / "zip.pt")
+    assert not mapped(tmp_path / "zip.pt")
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "zip.pt").read_bytes()[:300])
+    with pytest.raises(CheckpointError, match="cut.pt"):
+        read_checkpoint(tmp_path / "cut.pt", mmap=True)

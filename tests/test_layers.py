@@ -88,8 +88,9 @@ def test_the_layer_check_catches_a_wrong_import(tmp_path):
 
 
 APP_RUN = """
-import atexit, json, runpy, sys
-atexit.register(lambda: print(json.dumps({"modules": sorted(sys.modules)})))  # the app's exit runs atexit handlers
+import atexit, gc, json, runpy, sys
+atexit.register(lambda: print(json.dumps({"modules": sorted(sys.modules), "gc": [gc.isenabled(),  # the app's exit
+                                          gc.get_freeze_count()]})))  # runs atexit handlers
 sys.argv = ["detect_deepfake_app.py", *sys.argv[1:]]
 runpy.run_path("detect_deepfake_app.py", run_name="__main__")
 """
@@ -106,3 +107,5 @@ def test_the_app_loads_no_training_preprocessing_demo_or_evaluation_code(app_wei
     loaded = [name for name in report["modules"] if name.startswith(NOT_ON_THE_APP_PATH)]
     assert not loaded
     assert "utils.infer.detect" in report["modules"]  # the run really went through the app's engine
+    enabled, frozen = report["gc"]  # collection paused during start-up, back on after it, the start-up objects
+    assert enabled and frozen > 100_000  # set apart

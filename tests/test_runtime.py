@@ -164,12 +164,26 @@ def test_a_bf16_training_step_computes_in_bf16_and_updates_the_weights():
     assert model[0].weight.dtype == torch.float32 and not torch.equal(model[0].weight, before)
 
 
-def test_large_blocks_get_their_own_mapping_on_glibc():
-    import platform
+def test_weights_cast_ahead_give_the_outputs_of_autocast():
+    """bf16: convolution and linear weights stored in bf16 once; under autocast the same outputs, bit for bit."""
+    from models.mri_gan import Generator
 
-    from utils.runtime import release_large_blocks
-
-    assert release_large_blocks() is (platform.libc_ver()[0] == "glibc")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(Generator(ngf=8), torch.nn.BatchNorm2d(3), torch.nn.Flatten(),
+                                torch.nn.Linear(3 * 256 * 256, 2)).eval()
+    x = torch.randn(2, 3, 256, 256)
+    bf16 = choose_precision("bf16", "cpu")
+    with torch.inference_mode(), bf16.autocast():
+        expected = model(x)
+    assert bf16.cast_for_inference(model) is model
+    dtypes = {type(m).__name__: m.weight.dtype for m in model.modules() if getattr(m, "weight", None) is not None}
+    assert dtypes == {"Conv2d": torch.bfloat16, "ConvTranspose2d": torch.bfloat16, "Linear": torch.bfloat16,
+                      "BatchNorm2d": torch.float32}
+    with torch.inference_mode(), bf16.autocast():
+        assert torch.equal(model(x), expected)
+    fp32_model = torch.nn.Linear(4, 2)
+    choose_precision("fp32", "cpu").cast_for_inference(fp32_model)
+    assert fp32_model.weight.dtype == torch.float32
 
 
 # --- device truth: a GPU that this torch build cannot use is named, never a silent CPU run ------------------

@@ -20,9 +20,13 @@ STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_st
 ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
 
 
-def read_checkpoint(path: str | Path) -> Any:
+def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:
     """Load a checkpoint file onto the CPU with weights_only=True; raise CheckpointError on any failure, saying
-    what happened: not found, permission denied, not enough memory, truncated, or not a checkpoint at all."""
+    what happened: not found, permission denied, not enough memory, truncated, or not a checkpoint at all.
+
+    mmap=True maps a zip checkpoint (torch.save's format) instead of reading it: tensors are paged in from the
+    file as they are used, and a model that keeps copies of them (say, cast to bf16) never holds the file in
+    its own memory. The file must not be rewritten in place meanwhile (our writers replace files by renaming)."""
     path = Path(path)
     if path.is_dir():
         raise CheckpointError(f"{path}: is a folder, not a checkpoint file")
@@ -32,7 +36,7 @@ def read_checkpoint(path: str | Path) -> Any:
         with open(path, "rb") as handle:
             head = handle.read(4)
         with torch.serialization.safe_globals(ALLOWED_GLOBALS):
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and head == b"PK\x03\x04")
     except PermissionError:
         raise CheckpointError(f"{path}: permission denied: this user may not read the checkpoint") from None
     except OSError as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -24,12 +24,12 @@ from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
 from utils.media.faces import FaceDetector, crop_face
-from utils.media.video import SampledFrames
+from utils.media.video import ReadAhead, SampledFrames
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
 from utils.runtime import choose_precision
 
-FACE_BATCH = 32  # faces per step through crop -> MRI -> classifier; memory is bounded by it, not the video
-MRI_BATCH = 8  # faces per generator call (the U-Net's activations at 256 px are large)
+FACE_BATCH = 8  # faces per generator and classifier call (README, Streaming and start-up)
+FACES_AHEAD = 32  # faces detected and cropped ahead of the generator and classifier, by a background thread
 MONTAGE_FACES, MONTAGE_TILE = 16, 128
 
 
@@ -75,7 +75,8 @@ class Detector:
 
     def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
                  fake_threshold: float | None = None, fake_fraction: float | None = None,
-                 need_generator: bool = False, original_mri_rendering: bool = False):
+                 need_generator: bool = False, original_mri_rendering: bool = False,
+                 face_detector: FaceDetector | None = None):
         # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
         from utils.infer.classifier import classifier_from_checkpoint
         from utils.infer.generator import load_generator
@@ -94,6 +95,7 @@ class Detector:
         self.classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
         # channels-last memory layout: about a third faster for EfficientNet on CPU (measured), same weights
         self.classifier.to(device, memory_format=torch.channels_last).eval()
+        self.precision.cast_for_inference(self.classifier)
         self.transform = eval_transform(self.classifier.input_size)
         self.models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
                                       "encoder": self.classifier.encoder_name}}
@@ -101,11 +103,12 @@ class Detector:
         if method == "MRI" or need_generator:
             check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
                           f"{BEST_G} to {GENERATOR_FILE}")
-            self.generator = load_generator(generator_path, device)
+            # mapped, not read: in bf16 the 218 MB of float32 weights are only read once, to cast them
+            self.generator = self.precision.cast_for_inference(load_generator(generator_path, device, mmap=True))
             self.models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
         self.original_mri_rendering = original_mri_rendering
         self.thresholds = self._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
-        self.faces = FaceDetector.from_config(cfg, device)
+        self.faces = face_detector or FaceDetector.from_config(cfg, device)
 
     @staticmethod
     def _thresholds(cfg: Config, checkpoint, fake_threshold, fake_fraction) -> dict:
@@ -122,41 +125,39 @@ class Detector:
             chosen[f"{name}_source"] = source
         return chosen
 
-    def classify(self, path: str | Path, save_mri: Path | None = None,
-                 frames: SampledFrames | None = None) -> VideoResult:
-        """Stream the sampled frames through detection, crop, MRI and classifier, FACE_BATCH faces at a time.
+    def classify(self, path: str | Path, save_mri: Path | None = None, faces: FaceStream | None = None) -> VideoResult:
+        """Stream the video's faces through MRI and classifier, FACE_BATCH faces at a time.
 
-        Only the per-face records and probabilities are kept, so memory does not grow with the video's
-        length; with `save_mri` each MRI is written as soon as it exists (the montage shows the first 16).
-        `frames`: the video's SampledFrames already decoding (the app starts them before loading the models).
-        While faces are detected, the next MTCNN batch of frames is decoded, no more.
+        Only the per-face records and probabilities are kept, so memory does not grow with the length of the
+        video; with `save_mri` each MRI is written as soon as it exists (the montage shows the first 16).
+        `faces`: the video's FaceStream, already detecting (the app starts it before loading the models);
+        by default one is started here.
         """
+        if faces is None:
+            with (SampledFrames(path, self.step, self.faces.batch_size) as frames,
+                  FaceStream(self.faces, frames, self.margin) as stream):
+                return self.classify(path, save_mri, stream)
+        if faces.step != self.step:
+            raise ValueError(f"faces detected every {faces.step} frames, the detector samples every {self.step}")
         result = VideoResult(str(path))
         timings = result.timings
         start = time.perf_counter()
         saver = MRISaver(save_mri) if save_mri is not None and self.generator is not None else None
         probs = []
-        if frames is None:
-            frames = SampledFrames(path, self.step, self.faces.batch_size)
-        elif frames.step != self.step:
-            raise ValueError(f"frames sampled every {frames.step} frames, the detector samples every {self.step}")
-        frames.keep_ahead(self.faces.batch_size)  # once detection runs, the next MTCNN batch is enough
-        # one open and one pass (fps and the sampled frames); the frame thread stops before the video closes
-        with frames, closing(self._faces(frames)) as faces:
-            for batch in batched(timed(faces, timings, "faces_s"), FACE_BATCH):
-                records, crops = [record for record, _ in batch], [crop for _, crop in batch]
-                mris = None
-                if self.generator is not None:
-                    from utils.infer.generator import predict_mris
+        for batch in batched(timed(faces, timings, "faces_s"), FACE_BATCH):
+            records, crops = [record for record, _ in batch], [crop for _, crop in batch]
+            mris = None
+            if self.generator is not None:
+                from utils.infer.generator import predict_mris
 
-                    with stage(timings, "mri_s"):
-                        mris = predict_mris(self.generator, crops, self.device, MRI_BATCH,
-                                            self.original_mri_rendering, self.precision)
-                with stage(timings, "classify_s"):
-                    probs.append(self._scores(mris if self.method == "MRI" else crops))
-                result.faces.extend(records)
-                if saver is not None:
-                    saver.add(records, crops, mris)
+                with stage(timings, "mri_s"):
+                    mris = predict_mris(self.generator, crops, self.device, FACE_BATCH, self.original_mri_rendering,
+                                        self.precision)
+            with stage(timings, "classify_s"):
+                probs.append(self._scores(mris if self.method == "MRI" else crops))
+            result.faces.extend(records)
+            if saver is not None:
+                saver.add(records, crops, mris)
         if probs:
             probs = np.concatenate(probs)
             for record, prob in zip(result.faces, probs):
@@ -169,26 +170,17 @@ class Detector:
         timings["total_s"] = time.perf_counter() - start
         return result
 
-    def _faces(self, frames: SampledFrames) -> Iterator[tuple[FaceRecord, np.ndarray]]:
-        """(record, crop) of every face of every sampled frame, in frame order, largest face first."""
-        fps = frames.info.fps
-        for index, frame, faces in self.faces.detect_frames(frames):
-            for face_index, face in enumerate(faces):
-                crop = crop_face(frame, face.box, self.margin)
-                if crop is None:
-                    continue
-                yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
-                                  [round(v, 2) for v in face.box],
-                                  [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
-
     @torch.inference_mode()
     def _scores(self, images: list[np.ndarray]) -> np.ndarray:
-        """The classifier's fake probability of each image (one batch: at most FACE_BATCH images)."""
-        batch = torch.stack([self.transform(Image.fromarray(image)) for image in images])
-        batch = batch.to(self.device, memory_format=torch.channels_last)
-        with self.precision.autocast():
-            logits = self.classifier(batch)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        """The classifier's fake probability of each image, FACE_BATCH images per call."""
+        probs = []
+        for start in range(0, len(images), FACE_BATCH):
+            batch = torch.stack([self.transform(Image.fromarray(image)) for image in images[start:start + FACE_BATCH]])
+            batch = batch.to(self.device, memory_format=torch.channels_last)
+            with self.precision.autocast():
+                logits = self.classifier(batch)
+            probs.append(torch.sigmoid(logits.float()).cpu().numpy())
+        return np.concatenate(probs)
 
     def _decide(self, result: VideoResult, probs: np.ndarray) -> None:
         is_fake, fake_prob, n_fake = video_rule(probs, self.thresholds["fake_threshold"],
@@ -212,6 +204,52 @@ def classify_videos(detector: Detector, videos: list[Path], save_mri: Path | Non
             yield detector.classify(video, save_mri / video.stem if save_mri else None)
         except (VideoError, OSError) as exc:  # one bad file never stops the batch
             yield VideoResult(str(video), status="error", error=str(exc))
+
+
+class FaceStream:
+    """(FaceRecord, RGB crop) of every face of a video's sampled frames, in frame order and largest face first,
+    detected by a background thread from the moment this is made, up to `ahead` faces ahead of the caller.
+
+    Detection needs only the face detector: the app starts the stream before it loads the classifier and the
+    generator, and afterwards detection of the next faces overlaps their work (MTCNN, the U-Net and
+    EfficientNet release the GIL). From here on the frames are decoded one MTCNN batch ahead of detection.
+    Leaving the `with` block stops the thread; the frames are the caller's to close.
+    """
+
+    def __init__(self, detector: FaceDetector, frames: SampledFrames, margin: float, ahead: int = FACES_AHEAD):
+        self.step, self.detector = frames.step, detector
+        frames.keep_ahead(detector.batch_size)
+        self._faces = ReadAhead(detected_faces(detector, frames, margin), ahead)
+
+    def __iter__(self) -> ReadAhead:
+        return self._faces
+
+    def waiting(self) -> int:
+        """How many faces are detected and not yet taken."""
+        return self._faces.waiting()
+
+    def close(self) -> None:
+        self._faces.close()
+
+    def __enter__(self) -> "FaceStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def detected_faces(detector: FaceDetector, frames: SampledFrames,
+                   margin: float) -> Iterator[tuple[FaceRecord, np.ndarray]]:
+    """(record, crop) of every face of every sampled frame; faces whose crop is empty are skipped."""
+    fps = frames.info.fps
+    for index, frame, faces in detector.detect_frames(frames):
+        for face_index, face in enumerate(faces):
+            crop = crop_face(frame, face.box, margin)
+            if crop is None:
+                continue
+            yield (FaceRecord(index, round(index / fps, 4) if fps else 0.0, face_index,
+                              [round(v, 2) for v in face.box],
+                              [[round(x, 2), round(y, 2)] for x, y in face.landmarks]), crop)
 
 
 class MRISaver:

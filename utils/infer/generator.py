@@ -20,12 +20,13 @@ from utils.runtime import Precision
 IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
 
 
-def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None) -> Generator:
+def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None,
+                   mmap: bool = False) -> Generator:
     """The generator stored under 'generator_state_dict' (ours or the original's), in eval mode on `device`.
 
-    The width ngf is read from the weights unless given.
+    The width ngf is read from the weights unless given; mmap: see utils.checkpoint.read_checkpoint.
     """
-    checkpoint = read_checkpoint(path)
+    checkpoint = read_checkpoint(path, mmap)
     state = checkpoint.get(GENERATOR_KEY) if isinstance(checkpoint, dict) else None
     if not isinstance(state, dict) or "down1.model.0.weight" not in state:
         raise CheckpointError(f"{path}: holds no MRI-GAN generator ('{GENERATOR_KEY}')")
