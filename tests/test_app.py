@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -137,6 +138,17 @@ def test_the_app_imports_no_torch_before_its_video_decodes():
     code = "import sys, detect_deepfake_app; print('torch' in sys.modules, 'cv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["False", "True"]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_no_weights_file_stays_mapped_once_the_models_are_loaded(weights, precision):
+    """bf16 maps the generator's file only to cast its weights; fp32 reads it. Either way, nothing stays mapped
+    to a file that a user may overwrite (cp onto it) while the app runs."""
+    detector = Detector(load_config(overrides=[f"runtime.precision={precision}"]), "MRI", torch.device("cpu"),
+                        weights)
+    assert detector.generator is not None
+    maps = Path("/proc/self/maps").read_text()
+    assert not [name for name in weights.iterdir() if str(name.resolve()) in maps]
 
 
 def test_command_line_thresholds_override(weights, face_video):

@@ -103,8 +103,10 @@ class Detector:
         if method == "MRI" or need_generator:
             check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
                           f"{BEST_G} to {GENERATOR_FILE}")
-            # mapped, not read: in bf16 the 218 MB of float32 weights are only read once, to cast them
-            self.generator = self.precision.cast_for_inference(load_generator(generator_path, device, mmap=True))
+            # In bf16/fp16 the 218 MB of float32 weights are only read once, to cast them: mapped, not copied. In fp32
+            # they are read, so that the process keeps no mapping of a file that may be overwritten meanwhile.
+            generator = load_generator(generator_path, device, mmap=self.precision.name != "fp32")
+            self.generator = self.precision.cast_for_inference(generator)
             self.models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
         self.original_mri_rendering = original_mri_rendering
         self.thresholds = self._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
