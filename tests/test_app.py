@@ -128,7 +128,10 @@ def test_faces_detected_before_the_models_give_the_same_result(mri_detector, fac
 def test_face_stream_stays_within_its_bound(mri_detector, face_video):
     with (SampledFrames(face_video, 1, ahead=1) as frames,
           FaceStream(mri_detector.faces, frames, 0.1, ahead=2) as faces):
-        time.sleep(3)
+        deadline = time.monotonic() + 60
+        while faces.waiting() < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # time enough to detect many more of the 30 frames, were it allowed to
         assert faces.waiting() == 2
         assert len(list(faces)) == 30
 

@@ -172,14 +172,15 @@ def test_mapped_reading_gives_the_same_tensors_and_falls_back_for_legacy_files(t
     for name in ("zip.pt", "legacy.pt"):
         loaded = read_checkpoint(tmp_path / name, mmap=True)
         assert loaded.keys() == state.keys() and all(torch.equal(loaded[k], state[k]) for k in state)
+
     def mapped(path) -> bool:
         return str(path) in pathlib.Path("/proc/self/maps").read_text()
 
-    held = read_checkpoint(tmp_path / "zip.pt", mmap=True)
+    mapped_state = read_checkpoint(tmp_path / "zip.pt", mmap=True)
     assert mapped(tmp_path / "zip.pt")  # backed by the file, not read into memory
-    del held
-    held = read_checkpoint(tmp_path / "zip.pt")
-    assert not mapped(tmp_path / "zip.pt")
+    del mapped_state  # the mapping ends with its tensors
+    read_state = read_checkpoint(tmp_path / "zip.pt")
+    assert read_state and not mapped(tmp_path / "zip.pt")
     (tmp_path / "cut.pt").write_bytes((tmp_path / "zip.pt").read_bytes()[:300])
     with pytest.raises(CheckpointError, match="cut.pt"):
         read_checkpoint(tmp_path / "cut.pt", mmap=True)

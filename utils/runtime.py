@@ -211,10 +211,10 @@ class Precision:
     def cast_for_inference(self, model: nn.Module) -> nn.Module:
         """Store the weights of `model`'s convolutions and linear layers in the autocast dtype, once.
 
-        Autocast casts exactly those weights (bf16/fp16 layers) on every call; cast ahead, a call gives the same
-        outputs without re-casting them and without holding a second copy (the generator: 109 MB in bf16).
-        Normalisation layers keep their float32 parameters, as under autocast. Inference only: the model is
-        changed in place and returned; for fp32 nothing changes."""
+        Autocast casts exactly those weights to bf16/fp16 on every call; cast ahead, a call gives the same outputs
+        without re-casting them and without holding a second copy (the generator: 109 MB in bf16). Normalisation
+        layers keep their float32 parameters, as under autocast. Inference only, and always under this
+        precision's autocast: the model is changed in place and returned; for fp32 nothing changes."""
         if self.name != "fp32":
             for module in model.modules():
                 if isinstance(module, AUTOCAST_LAYERS):
