@@ -135,13 +135,14 @@ def import_model_code(cfg) -> float:
 
 
 def load_detector(args, cfg, import_s: float, loading: float | None = None, face_detector=None):
-    """The method's Detector (with `face_detector` if it is already built) and the start-up times for the JSON:
-    model_load_s counts from `loading` (default now), when the first model began to load."""
+    """The method's Detector (with `face_detector` and its device if it is already built) and the start-up times
+    for the JSON: model_load_s counts from `loading` (default now), when the first model began to load."""
     from utils.infer.detect import Detector
     from utils.runtime import choose_device
 
     loading = time.perf_counter() if loading is None else loading
-    detector = Detector(cfg, args.method, choose_device(cfg["runtime.device"]),
+    device = face_detector.device if face_detector else choose_device(cfg["runtime.device"])
+    detector = Detector(cfg, args.method, device,
                         Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
                         args.fake_fraction, need_generator=bool(args.save_mri),
                         original_mri_rendering=args.original_mri_rendering, face_detector=face_detector)
