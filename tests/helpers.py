@@ -20,7 +20,8 @@ import numpy as np
 from torch import Tensor, nn
 
 from utils.checkpoint import load_state, read_checkpoint
-from utils.media.video import VideoReader
+from utils.demo.synthetic import face_frames, face_photo
+from utils.media.video import VideoReader, write_video
 from utils.train.classifier_data import balanced_bce_parts
 
 
@@ -44,6 +45,13 @@ def sampled_frames(path: str | Path, step: int) -> Iterator[tuple[int, np.ndarra
 def balanced_bce(logits: Tensor, targets: Tensor) -> Tensor:
     """The classifier's training loss: the mean of the fake-class and real-class BCE (classes present)."""
     return balanced_bce_parts(logits, targets)[0]
+
+
+def make_face_video(path: str | Path, face: str = "astronaut", width: int = 320, height: int = 240,
+                    n_frames: int = 30, fps: float = 10.0, seed: int = 0, face_height: float = 0.7) -> Path:
+    """A small video of one face photo moving over a background; returns its path."""
+    frames = (frame for frame, _ in face_frames(face_photo(face), width, height, n_frames, seed, face_height))
+    return write_video(path, frames, fps)
 
 
 def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, Path]:

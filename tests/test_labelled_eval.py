@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import make_face_video
 from utils.config import PROJECT_ROOT, load_config
-from utils.demo.synthetic import background, face_frames, make_celeb_df, make_face_video, swapped_photo, write_video
+from utils.demo.synthetic import background, face_frames, make_celeb_df, swapped_photo, write_video
 from utils.errors import ConfigError
 from utils.evaluation.labels import match_videos, read_labels
 from utils.evaluation.metrics import frame_metrics
@@ -137,7 +138,8 @@ def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
     empty = next(row for row in rows if row["path"].endswith("empty_room.mp4"))
     assert (empty["status"], empty["n_faces"], empty["face_probabilities"]) == ("no_face", "0", "")
     lines = result.stderr.strip().splitlines()
-    assert lines[-2].split()[:3] == ["method", "videos", "no_face"] and lines[-1].split()[:3] == ["plain_frames", "5", "1"]
+    assert lines[-2].split()[:3] == ["method", "videos", "no_face"]
+    assert lines[-1].split()[:3] == ["plain_frames", "5", "1"]
 
 
 def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
