@@ -161,6 +161,7 @@ for path in (locked, big):
 """
 
 
+@pytest.mark.slow  # a child Python process
 def test_unreadable_checkpoints_say_permission_denied_or_not_enough_memory(tmp_path):
     locked, big = tmp_path / "locked.chkpt", tmp_path / "big.chkpt"
     torch.save({"weights": torch.ones(3)}, locked)

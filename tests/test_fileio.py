@@ -62,6 +62,7 @@ def test_a_stream_writer_that_fails_midway_keeps_the_previous_output(tmp_path):
     assert target.read_bytes() == PREVIOUS and list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.slow  # a child Python process
 def test_a_writer_killed_mid_file_leaves_the_previous_output_and_only_its_hidden_partial_file(tmp_path):
     target = tmp_path / "out.bin"
     target.write_bytes(PREVIOUS)

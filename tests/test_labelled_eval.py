@@ -118,6 +118,7 @@ def scored(folder, app_weights, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # scored: runs detect_deepfake_app.py
 def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
     out, result = scored
     report = json.loads((out / "metrics.json").read_text())
@@ -142,6 +143,7 @@ def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
     assert lines[-1].split()[:3] == ["plain_frames", "5", "1"]
 
 
+@pytest.mark.slow  # scored: runs detect_deepfake_app.py
 def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
     """The same per-face probabilities through deep_fake_detect.py --test_saved_model's own report functions."""
     out, _ = scored
@@ -165,6 +167,7 @@ def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
                 assert ours[key] == value, key
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_a_run_killed_mid_way_resumes_to_the_same_csv(folder, app_weights, scored, tmp_path):
     root, labels = folder
     partial = tmp_path / "videos.csv"
@@ -188,6 +191,7 @@ def test_a_run_killed_mid_way_resumes_to_the_same_csv(folder, app_weights, score
     assert partial.read_text() == reference
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_celeb_df_test_videos_in_the_mri_gans_training_data_are_reported_loudly(app_weights, tmp_path):
     root = tmp_path / "Celeb-DF-v2"
     make_celeb_df(root, n_frames=6, size=(160, 120), seed=3)
