@@ -1,11 +1,11 @@
-# make setup | make test | make demo | make ablation | make bench   (each creates .venv on first use)
+# make setup | test | test-fast | lint | demo | ablation | bench   (each creates .venv on first use)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 FACENET := facenet-pytorch==2.6.0
 
-.PHONY: setup test demo ablation bench clean-venv
+.PHONY: setup lint test test-fast demo ablation bench clean-venv
 
 $(STAMP): requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,8 +15,16 @@ $(STAMP): requirements.txt
 
 setup: $(STAMP)
 
-test: setup
+lint: setup
+	$(PY) -m ruff check .
+
+# the whole suite (what CI runs), after the lint
+test: lint
 	$(PY) -m pytest
+
+# while working: leaves out the end-to-end and multi-process tests (marked slow)
+test-fast: setup
+	$(PY) -m pytest -m "not gpu and not slow"
 
 demo: setup
 	$(PY) demo.py

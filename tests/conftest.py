@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.helpers import make_broken_files
-from utils.demo.synthetic import face_frames, face_photo, make_face_video, write_video
+from tests.helpers import make_broken_files, make_face_video
+from utils.demo.synthetic import face_frames, face_photo, write_video
 
 VIDEO_W, VIDEO_H, VIDEO_FRAMES, VIDEO_FPS = 320, 240, 30, 10.0
 

@@ -1,6 +1,5 @@
-"""Helpers only the tests use: shorthand wrappers around the library, broken media files, real faults for child
-processes (preexec_fn): a file-size limit, and a root that obeys permission bits; and launching several processes
-the way torchrun (one per node) or srun would."""
+"""Helpers only the tests use: library shorthands, test media, running the project's scripts (alone, under torchrun,
+as two nodes or as srun tasks), and real faults for child processes (a file-size limit, a root bound by permissions)."""
 from __future__ import annotations
 
 import ctypes
@@ -14,13 +13,15 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 from torch import Tensor, nn
 
 from utils.checkpoint import load_state, read_checkpoint
-from utils.media.video import VideoReader
+from utils.config import PROJECT_ROOT
+from utils.demo.synthetic import face_frames, face_photo
+from utils.media.video import VideoReader, write_video
 from utils.train.classifier_data import balanced_bce_parts
 
 
@@ -46,6 +47,13 @@ def balanced_bce(logits: Tensor, targets: Tensor) -> Tensor:
     return balanced_bce_parts(logits, targets)[0]
 
 
+def make_face_video(path: str | Path, face: str = "astronaut", width: int = 320, height: int = 240,
+                    n_frames: int = 30, fps: float = 10.0, seed: int = 0, face_height: float = 0.7) -> Path:
+    """A small video of one face photo moving over a background; returns its path."""
+    frames = (frame for frame, _ in face_frames(face_photo(face), width, height, n_frames, seed, face_height))
+    return write_video(path, frames, fps)
+
+
 def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, Path]:
     """Files that must be rejected cleanly: empty, truncated (half of `good_video`), text named .mp4."""
     folder = Path(folder)
@@ -60,6 +68,31 @@ def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, P
     files["truncated"].write_bytes(data[: len(data) // 2])
     files["text"].write_text("this is not a video\n" * 20, encoding="utf-8")
     return files
+
+
+def set_flags(settings: Iterable[str]) -> list[str]:
+    """Config settings as the scripts take them: `--set KEY=VALUE` for each."""
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
+def run_script(script: str, *args: str, cwd: Path = PROJECT_ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run one of the project's scripts (e.g. "train_MRI_GAN.py") with this Python; its output is captured as text."""
+    return subprocess.run([sys.executable, str(PROJECT_ROOT / script), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def torchrun_two_processes(script: str, *args: str, timeout: int) -> subprocess.CompletedProcess:
+    """`torchrun --standalone --nproc_per_node 2 script args` from the project folder: two CPU processes (gloo),
+    one thread each; output captured as text."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", script, *args], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def run_folders(logs: Path, name: str) -> list[Path]:
+    """The folders <logs>/<time>/<name> that trainings wrote under the log root `logs` (name: MRI_GAN,
+    deep_fake), oldest first."""
+    return sorted(path for path in logs.glob(f"*/{name}") if path.is_dir())
 
 
 def file_size_limit(max_bytes: int):

@@ -41,6 +41,7 @@ def app(*args):
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 @pytest.mark.parametrize("method, precision", [("plain_frames", "fp32"), ("MRI", None)])
 def test_verdict_line_and_json(weights, face_video, tmp_path, method, precision):
     report = tmp_path / "report.json"
@@ -82,6 +83,7 @@ def test_verdict_follows_the_shared_video_rule(mri_detector, face_video):
         assert result.probability == round(1 - float(probs[probs <= 0.7].mean()), 4)
 
 
+@pytest.mark.slow  # detects and classifies every frame (~5 s)
 def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_video, tmp_path, monkeypatch):
     """30 faces flow through in batches of 6, detected at most 2 faces ahead (MTCNN in batches of 4 frames): the
     same records, MRIs and probabilities as detecting every frame, then generating and classifying all faces."""
@@ -125,6 +127,7 @@ def test_faces_detected_before_the_models_give_the_same_result(mri_detector, fac
         mri_detector.classify(face_video, faces=faces)
 
 
+@pytest.mark.slow  # ~1.8 s of face detection
 def test_face_stream_stays_within_its_bound(mri_detector, face_video):
     with (SampledFrames(face_video, 1, ahead=1) as frames,
           FaceStream(mri_detector.faces, frames, 0.1, ahead=2) as faces):
@@ -136,6 +139,7 @@ def test_face_stream_stays_within_its_bound(mri_detector, face_video):
         assert len(list(faces)) == 30
 
 
+@pytest.mark.slow  # a child Python process
 def test_the_app_imports_no_torch_before_its_video_decodes():
     """A single video starts decoding before torch is imported: the app's own imports leave torch out."""
     code = "import sys, detect_deepfake_app; print('torch' in sys.modules, 'cv2' in sys.modules)"
@@ -154,6 +158,7 @@ def test_no_weights_file_stays_mapped_once_the_models_are_loaded(weights, precis
     assert not [name for name in weights.iterdir() if str(name.resolve()) in maps]
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_command_line_thresholds_override(weights, face_video):
     result = app("--input_videofile", face_video, "--method", "plain_frames", "--weights_dir", weights,
                  "--fake_threshold", "0.999", "--fake_fraction", "0.5")
@@ -171,6 +176,7 @@ def test_save_mri_writes_each_mri_and_a_montage(mri_detector, face_video, tmp_pa
     assert cv2.imread(str(tmp_path / "mri" / "0_0.png")).shape == (256, 256, 3)
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_folder_mode_scores_every_video_and_survives_broken_files(weights, face_video, broken_files, tmp_path):
     folder = tmp_path / "videos"
     (folder / "nested").mkdir(parents=True)
@@ -188,6 +194,7 @@ def test_folder_mode_scores_every_video_and_survives_broken_files(weights, face_
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 @pytest.mark.parametrize("name", ["empty", "truncated", "text"])
 def test_broken_inputs_exit_2_in_one_line(weights, broken_files, name):
     result = app("--input_videofile", broken_files[name], "--method", "MRI", "--weights_dir", weights)
@@ -195,6 +202,7 @@ def test_broken_inputs_exit_2_in_one_line(weights, broken_files, name):
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_no_face_exits_3_with_status_in_json(weights, tmp_path):
     rng = np.random.default_rng(0)
     video = write_video(tmp_path / "empty_room.mp4", [background(160, 120, rng) for _ in range(12)])
@@ -207,6 +215,7 @@ def test_no_face_exits_3_with_status_in_json(weights, tmp_path):
     assert data["status"] == "no_face" and data["verdict"] is None and data["faces"] == []
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 @pytest.mark.parametrize("args, message", [
     (["--weights_dir", "{tmp}/nowhere"], "deepfake_MRI_weights.chkpt: weights not found; train and export them "
                                          "with deep_fake_detect.py --train_from_scratch --export (dataset mri)"),

@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from utils.demo.synthetic import face_frames, face_photo, make_face_video
+from tests.helpers import make_face_video
+from utils.demo.synthetic import face_frames, face_photo
 from utils.errors import OutputError
 from utils.media.augment import (
     AUGMENTATIONS,

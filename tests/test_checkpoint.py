@@ -92,16 +92,26 @@ def test_original_checkpoint_with_path_objects_loads_generator_and_discriminator
     assert torch.equal(fresh_d.model[12].weight, discriminator.model[12].weight)
 
 
+def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    ours, theirs = a.state_dict(), b.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[name], theirs[name]) for name in ours)
+
+
 def test_key_is_found_when_only_one_known_key_is_present(tmp_path, nets):
     path = tmp_path / "classifier_like.chkpt"
     torch.save({"model_state_dict": nets[1].state_dict(), "epoch": 3}, path)
-    load_checkpoint(path, Discriminator(ndf=4))
+    fresh = Discriminator(ndf=4)
+    assert not same_weights(fresh, nets[1])  # so the check below can only pass by loading
+    load_checkpoint(path, fresh)
+    assert same_weights(fresh, nets[1])
 
 
 def test_bare_state_dict_loads_and_two_candidate_keys_must_be_named(tmp_path, nets):
     bare = tmp_path / "bare.pt"
     torch.save(nets[0].state_dict(), bare)
-    load_checkpoint(bare, Generator(ngf=4))
+    fresh = Generator(ngf=4)
+    load_checkpoint(bare, fresh)
+    assert same_weights(fresh, nets[0])
     both = original_style_checkpoint(tmp_path / "both.chkpt", *nets)
     with pytest.raises(CheckpointError, match="cannot tell which weights.*name the key"):
         load_checkpoint(both, Generator(ngf=4))
@@ -151,6 +161,7 @@ for path in (locked, big):
 """
 
 
+@pytest.mark.slow  # a child Python process
 def test_unreadable_checkpoints_say_permission_denied_or_not_enough_memory(tmp_path):
     locked, big = tmp_path / "locked.chkpt", tmp_path / "big.chkpt"
     torch.save({"weights": torch.ones(3)}, locked)

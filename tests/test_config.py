@@ -83,8 +83,10 @@ def test_overrides_are_typed_by_the_schema(text, key, value):
     (["faces.frame_step=0"], "config key 'faces.frame_step': expected a value >= 1"),
     (["faces.frame_step=2.5"], "config key 'faces.frame_step': expected an integer"),
     (["MRI_GAN.model_params.tau=1.5"], "config key 'MRI_GAN.model_params.tau': expected a value <= 1.0"),
-    (["deep_fake.training.model_params.dataset=video"], "'deep_fake.training.model_params.dataset': expected one of plain, mri"),
-    (["deep_fake.training.model_params.fp16=yes please"], "'deep_fake.training.model_params.fp16': expected true or false"),
+    (["deep_fake.training.model_params.dataset=video"],
+     "'deep_fake.training.model_params.dataset': expected one of plain, mri"),
+    (["deep_fake.training.model_params.fp16=yes please"],
+     "'deep_fake.training.model_params.fp16': expected true or false"),
     (["runtime.device=tpu"], "'runtime.device': expected one of auto, cpu, cuda"),
     (["faces.detector_thresholds=[0.6, 0.7]"], "'faces.detector_thresholds': expected three values"),
     (["faces.detector_thresholds=[0.6, 2, 0.7]"], "'faces.detector_thresholds[1]': expected a value <= 1.0"),
@@ -131,6 +133,7 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
+@pytest.mark.slow  # runs the scripts
 def test_scripts_report_config_errors_in_one_line_with_exit_code_2():
     result = subprocess.run([sys.executable, "data_preprocess.py", "--crop_faces", "--set", "faces.frame_stpe=3"],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)

@@ -19,7 +19,16 @@ import pandas as pd
 import pytest
 import torch
 
-from tests.helpers import free_port, rehearse_on_two_nodes, run_together, srun_environment
+from tests.helpers import (
+    free_port,
+    rehearse_on_two_nodes,
+    run_folders,
+    run_script,
+    run_together,
+    set_flags,
+    srun_environment,
+    torchrun_two_processes,
+)
 from utils.checkpoint import read_checkpoint
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
@@ -31,6 +40,7 @@ from utils.train.classifier import train
 from utils.train.loop import DistContext
 from utils.train.tensorboard import CLASSIFIER_EPOCH_TAGS
 
+SCRIPT, RUN_FOLDER = "deep_fake_detect.py", "deep_fake"
 SIDE = 72  # image side on disk; the classifier resizes to 224
 FRAMES = {"train": 3, "valid": 2, "test": 2}  # face images per video with faces
 TINY = ["deep_fake.training.model_params.encoder_weights=none", "deep_fake.training.model_params.batch_size=4",
@@ -38,6 +48,8 @@ TINY = ["deep_fake.training.model_params.encoder_weights=none", "deep_fake.train
         "runtime.loader_workers=0", "runtime.device=cpu"]
 MRI_CSVS = {f"features.dfdc.{split}_mriframe_label": f"{split}_mriframe_labels.csv" for split in FRAMES}
 OUTPUTS = ("metrics.json", "video_predictions.csv", "frame_predictions.csv", "roc_frame.png", "roc_video.png")
+# every test trains, runs deep_fake_detect.py, or reads the outputs of a training shared by the module (plain_run)
+pytestmark = pytest.mark.slow
 
 
 # --- a tiny data set, in the layout data_preprocess.py --gen_deepfake_metadata writes ------------------------
@@ -94,31 +106,19 @@ def settings(data: Path, logs: Path, *extra: str) -> list[str]:
     return [*paths, *TINY, *extra]
 
 
-def flags(data: Path, logs: Path, *extra: str) -> list[str]:
-    return [arg for setting in settings(data, logs, *extra) for arg in ("--set", setting)]
-
-
-def run_dirs(logs: Path) -> list[Path]:
-    return sorted(p for p in logs.glob("*/deep_fake") if p.is_dir())
-
-
 def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def script(*args: str, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "deep_fake_detect.py"), *args], cwd=PROJECT_ROOT,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
 def plain_run(data, tmp_path_factory) -> Path:
     """--train_from_scratch on plain crops: 2 epochs of 3 steps, periodic checkpoint every 2 steps."""
     logs = tmp_path_factory.mktemp("plain_logs")
-    result = script("--train_from_scratch", *flags(data, logs, "deep_fake.training.model_params.dataset=plain"),
-                    timeout=600)  # a shared, loaded CI machine can take minutes
+    result = run_script(SCRIPT, "--train_from_scratch",
+                        *set_flags(settings(data, logs, "deep_fake.training.model_params.dataset=plain")),
+                        timeout=600)  # a shared, loaded CI machine can take minutes
     assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     return run_dir
 
 
@@ -220,8 +220,7 @@ def test_tensorboard_holds_the_originals_eight_epoch_tags(plain_run):
 
 
 def test_gen_plots_lays_classifier_tests_side_by_side(plain_run, tmp_path):
-    result = subprocess.run([sys.executable, "gen_plots.py", "--classifier_tests", str(plain_run / "test"),
-                             "--out", str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    result = run_script("gen_plots.py", "--classifier_tests", str(plain_run / "test"), "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     for name in ("roc.png", "confusion_matrices.png", "metrics_table.md", "metrics_table.csv"):
         assert (tmp_path / name).is_file(), name
@@ -233,17 +232,16 @@ def test_gen_plots_lays_classifier_tests_side_by_side(plain_run, tmp_path):
     assert table.loc["paper", "fake_fraction"] == metrics["paper"]["thresholds"]["fake_fraction"]
     assert table.loc["paper", "n_videos"] == 4
     assert "| plain_frames | paper |" in (tmp_path / "metrics_table.md").read_text()
-    missing = subprocess.run([sys.executable, "gen_plots.py", "--classifier_tests", str(tmp_path / "nothing"),
-                              "--out", str(tmp_path)], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    missing = run_script("gen_plots.py", "--classifier_tests", str(tmp_path / "nothing"), "--out", str(tmp_path))
     assert missing.returncode == 2 and missing.stderr.count("\n") == 1 and "nothing" in missing.stderr
 
 
 def test_mri_run_trains_on_mri_images_then_exports_for_the_mri_method(data, tmp_path):
-    result = script("--train_from_scratch", "--export", *flags(
+    result = run_script(SCRIPT, "--train_from_scratch", "--export", *set_flags(settings(
         data, tmp_path, "deep_fake.training.model_params.dataset=mri", "deep_fake.training.model_params.epochs=1",
-        f"assets={tmp_path / 'assets'}", *(f"{key}={data / 'assets' / name}" for key, name in MRI_CSVS.items())))
+        f"assets={tmp_path / 'assets'}", *(f"{key}={data / 'assets' / name}" for key, name in MRI_CSVS.items()))))
     assert result.returncode == 0, result.stderr[-2000:]
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     metrics = json.loads((run_dir / "test" / "metrics.json").read_text())
     assert metrics["dataset"] == "mri" and all((run_dir / "test" / name).is_file() for name in OUTPUTS)
     assert load(run_dir / "highest_acc.chkpt")["model_params"]["dataset"] == "mri"
@@ -263,8 +261,8 @@ def test_interrupted_then_resumed_run_ends_with_the_uninterrupted_weights(data, 
     periodic = run_dir / "checkpoint.chkpt"
     assert load(periodic)["global_step"] == 4 and len(pd.read_csv(run_dir / "train_steps.csv")) == 5
 
-    assert script("--train_resume", str(periodic)).returncode == 0
-    assert run_dirs(tmp_path) == [run_dir]  # continued in place
+    assert run_script(SCRIPT, "--train_resume", str(periodic)).returncode == 0
+    assert run_folders(tmp_path, RUN_FOLDER) == [run_dir]  # continued in place
     ours, reference = load(periodic), load(plain_run / "checkpoint.chkpt")
     assert ours["global_step"] == reference["global_step"] == 6
     for key, tensor in reference["model_state_dict"].items():
@@ -289,7 +287,7 @@ def test_sigint_saves_a_checkpoint_at_the_next_step_and_stops_with_exit_code_130
     threading.Thread(target=press_ctrl_c_after_the_first_step, daemon=True).start()
     with pytest.raises(Interrupted) as stopped:
         train(cfg, DistContext())
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     step = load(run_dir / "checkpoint.chkpt")["global_step"]
     assert exit_code(stopped.value) == 130 and f"stopped by SIGINT at step {step}" in str(stopped.value)
     assert 0 < step < 6 and len(pd.read_csv(run_dir / "train_steps.csv")) == step
@@ -300,9 +298,9 @@ def test_sigint_saves_a_checkpoint_at_the_next_step_and_stops_with_exit_code_130
 def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data, tmp_path, plain_run):
     best = plain_run / "lowest_loss.chkpt"
     before = best.read_bytes()
-    assert script("--train_resume", str(best), "--set", "deep_fake.training.model_params.epochs=3",
+    assert run_script(SCRIPT, "--train_resume", str(best), "--set", "deep_fake.training.model_params.epochs=3",
                   "--set", f"logging.root_log_dir={tmp_path}").returncode == 0
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     assert best.read_bytes() == before
     assert list(pd.read_csv(run_dir / "train_steps.csv")["step"]) == list(range(1, 10))  # history carried over
     assert list(pd.read_csv(run_dir / "epochs.csv")["epoch"])[-1] == 3
@@ -312,7 +310,8 @@ def test_resume_from_a_best_checkpoint_with_more_epochs_starts_a_new_folder(data
 
 def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp_path, plain_run):
     before = (plain_run / "test" / "metrics.json").read_text()
-    assert script("--test_saved_model", str(plain_run / "highest_acc.chkpt"), *flags(data, tmp_path)).returncode == 0
+    assert run_script(SCRIPT, "--test_saved_model", str(plain_run / "highest_acc.chkpt"),
+                      *set_flags(settings(data, tmp_path))).returncode == 0
     (test_dir,) = tmp_path.glob("*/deep_fake/test")
     assert (plain_run / "test" / "metrics.json").read_text() == before
     ours, reference = (json.loads((d / "metrics.json").read_text()) for d in (test_dir, plain_run / "test"))
@@ -324,7 +323,7 @@ def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp
 
 def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path, plain_run):
     assets = tmp_path / "assets"
-    result = script("--export", str(plain_run / "highest_acc.chkpt"), "--set", f"assets={assets}")
+    result = run_script(SCRIPT, "--export", str(plain_run / "highest_acc.chkpt"), "--set", f"assets={assets}")
     assert result.returncode == 0, result.stderr[-2000:]
     target = assets / "weights" / "deepfake_plain_frames_weights.chkpt"
     assert str(target) in result.stdout
@@ -357,9 +356,8 @@ def one_line_error(result: subprocess.CompletedProcess, after_progress_bars: boo
 
 
 def test_missing_frame_label_csv_names_the_config_key(data, tmp_path):
-    error = one_line_error(script("--train_from_scratch", *flags(data, tmp_path / "logs",
-                                                                 f"assets={tmp_path}",
-                                                                 "deep_fake.training.model_params.dataset=plain")))
+    error = one_line_error(run_script(SCRIPT, "--train_from_scratch", *set_flags(settings(
+        data, tmp_path / "logs", f"assets={tmp_path}", "deep_fake.training.model_params.dataset=plain"))))
     assert "data_path.dfdc.train_frame_labels_csv_filename" in error and "--gen_deepfake_metadata" in error
     assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
 
@@ -369,7 +367,8 @@ def test_missing_frame_label_csv_names_the_config_key(data, tmp_path):
     ("deep_fake.training.model_params.encoder_weights=/nowhere/b0.safetensors", "b0.safetensors"),
 ])
 def test_bad_config_values_are_one_line_errors(data, tmp_path, setting, expected):
-    error = one_line_error(script("--train_from_scratch", *flags(data, tmp_path / "logs", setting)))
+    error = one_line_error(run_script(SCRIPT, "--train_from_scratch", *set_flags(settings(data, tmp_path / "logs",
+                                                                                         setting))))
     assert expected in error and not (tmp_path / "logs").exists()
 
 
@@ -378,9 +377,9 @@ def test_unreadable_image_is_one_line_error_naming_it(data, tmp_path):
     shutil.copytree(data, copy)
     broken = copy / "crops" / "train" / "train_real_0" / "10_0.png"
     broken.write_bytes(b"not a png")
-    error = one_line_error(script("--train_from_scratch", *flags(copy, tmp_path / "logs",
-                                                                 "deep_fake.training.model_params.dataset=plain",
-                                                                 "runtime.loader_workers=1")), after_progress_bars=True)
+    error = one_line_error(run_script(SCRIPT, "--train_from_scratch", *set_flags(settings(
+        copy, tmp_path / "logs", "deep_fake.training.model_params.dataset=plain", "runtime.loader_workers=1"))),
+        after_progress_bars=True)
     assert str(broken) in error and "cannot read image" in error and "re-run data_preprocess.py --crop_faces" in error
 
 
@@ -392,15 +391,12 @@ ONE_EPOCH = ("deep_fake.training.model_params.dataset=plain", "deep_fake.trainin
 @pytest.fixture(scope="module")
 def torchrun_run(data, tmp_path_factory) -> Path:
     """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of training, then the test of highest_acc.chkpt."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     logs = tmp_path_factory.mktemp("torchrun_logs")
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "deep_fake_detect.py",
-                             "--train_from_scratch", *flags(data, logs, *ONE_EPOCH)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = torchrun_two_processes(SCRIPT, "--train_from_scratch", *set_flags(settings(data, logs, *ONE_EPOCH)),
+                                    timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("deep_fake run folder") == 1
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     return run_dir
 
 
@@ -414,7 +410,8 @@ def test_torchrun_trains_with_two_cpu_processes_and_scores_like_one_process(data
     steps = pd.read_csv(run_dir / "train_steps.csv")
     assert steps["step"].tolist() == [1, 2, 3] and steps["n"].sum() == 4 * FRAMES["train"]  # 12 faces, batch 4
     sharded = json.loads((run_dir / "test" / "metrics.json").read_text())
-    tested = script("--test_saved_model", str(run_dir / "highest_acc.chkpt"), *flags(data, tmp_path / "single"))
+    tested = run_script(SCRIPT, "--test_saved_model", str(run_dir / "highest_acc.chkpt"),
+                        *set_flags(settings(data, tmp_path / "single")))
     assert tested.returncode == 0
     (single,) = (tmp_path / "single").glob("*/deep_fake/test/metrics.json")
     single = json.loads(single.read_text())
@@ -429,10 +426,11 @@ def test_two_nodes_train_and_test_like_one_node_and_only_global_rank_0_writes(da
     """The multi-node rehearsal: two torchrun "nodes" (--nnodes 2 --node_rank 0|1, gloo on 127.0.0.1), each started
     in its own folder with its own log root, as on machines without a shared disk for logs. Node 1 writes nothing;
     rank 0's highest_acc.chkpt reaches node 1's test by broadcast; the numbers are the one-node run's."""
-    logs = rehearse_on_two_nodes(PROJECT_ROOT / "deep_fake_detect.py",
-                                 lambda logs: ["--train_from_scratch", *flags(data, logs, *ONE_EPOCH)], tmp_path,
+    logs = rehearse_on_two_nodes(PROJECT_ROOT / SCRIPT,
+                                 lambda logs: ["--train_from_scratch", *set_flags(settings(data, logs, *ONE_EPOCH))],
+                                 tmp_path,
                                  started="deep_fake run folder", finished="*/deep_fake/test/metrics.json")
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     for name, columns in (("train_steps.csv", ["loss", "accuracy", "n"]),
                           ("epochs.csv", ["train_loss", "valid_loss", "valid_accuracy", "valid_auc"])):
         ours, reference = (pd.read_csv(folder / name) for folder in (run_dir, torchrun_run))
@@ -453,10 +451,10 @@ def test_a_file_missing_on_one_node_stops_every_process_with_one_line(data, tmp_
     del checkpoint["thresholds"], checkpoint["thresholds_source"]  # as the original's checkpoints: none stored
     torch.save(checkpoint, tmp_path / "untuned.chkpt")
     missing_csv = f"data_path.dfdc.valid_frame_labels_csv_filename={tmp_path / 'not_on_this_node.csv'}"
-    node_args = [[str(tmp_path / "untuned.chkpt"), *flags(data, tmp_path / "logs")],
-                 [str(tmp_path / "not_on_this_node.chkpt"), *flags(data, tmp_path / "logs", missing_csv)]]
+    node_args = [[str(tmp_path / "untuned.chkpt"), *set_flags(settings(data, tmp_path / "logs"))],
+                 [str(tmp_path / "not_on_this_node.chkpt"), *set_flags(settings(data, tmp_path / "logs", missing_csv))]]
     port = free_port()
-    results = run_together([([sys.executable, str(PROJECT_ROOT / "deep_fake_detect.py"), "--test_saved_model", *args],
+    results = run_together([([sys.executable, str(PROJECT_ROOT / SCRIPT), "--test_saved_model", *args],
                              PROJECT_ROOT, srun_environment(rank, 2, port)) for rank, args in enumerate(node_args)])
     for result in results:
         error = one_line_error(result)

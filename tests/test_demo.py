@@ -9,6 +9,8 @@ import pytest
 from utils.config import PROJECT_ROOT
 from utils.demo.steps import PROFILES, STEPS
 
+pytestmark = pytest.mark.slow  # the whole chain of scripts, end to end
+
 
 def _demo(out):
     return subprocess.run([sys.executable, "demo.py", "--profile", "quick", "--out", str(out), "--device", "cpu"],

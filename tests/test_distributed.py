@@ -72,6 +72,7 @@ run(main)
 """
 
 
+@pytest.mark.slow  # 2 processes
 def test_srun_style_launch_takes_slurm_localid_runs_once_per_node_first_and_stops_every_rank_in_one_line(tmp_path):
     """Two processes started as srun does (RANK, WORLD_SIZE, SLURM_LOCALID; no LOCAL_RANK): local ranks from SLURM;
     both end up with rank 0's BatchNorm statistics (what validation under DDP scores with); local rank 0 finishes

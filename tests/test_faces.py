@@ -16,6 +16,7 @@ def _inside(point, rect):
     return left <= x <= left + width and top <= y <= top + height
 
 
+@pytest.mark.slow  # ~1.8 s of face detection
 def test_faces_found_in_every_sampled_frame_where_the_photo_is(detector, face_video, face_video_placements):
     seen = []
     for index, frame, faces in detector.detect_video(face_video, step=10):
@@ -46,6 +47,7 @@ def test_crop_is_the_box_plus_ten_percent_margin(detector, face_video):
     assert crop_name(index, 0) == "0_0.png"
 
 
+@pytest.mark.slow  # ~3 s of face detection
 def test_all_faces_are_returned_largest_first(detector, two_face_frame):
     faces = detector.detect([two_face_frame])[0]
     assert len(faces) == 2
@@ -54,6 +56,7 @@ def test_all_faces_are_returned_largest_first(detector, two_face_frame):
     assert detector.detect([two_face_frame])[0] == faces  # same input, same order
 
 
+@pytest.mark.slow  # ~2 s of face detection
 def test_batches_mix_frame_sizes_and_empty_frames(detector, two_face_frame):
     blank = np.full((200, 300, 3), 128, np.uint8)
     tiny = np.full((10, 10, 3), 128, np.uint8)
@@ -63,6 +66,7 @@ def test_batches_mix_frame_sizes_and_empty_frames(detector, two_face_frame):
         detector.detect([blank.astype(np.float32)])
 
 
+@pytest.mark.slow  # ~4.5 s of face detection
 def test_batch_size_changes_neither_faces_nor_boxes(face_video):
     frames = [frame for _, frame in sampled_frames(face_video, 3)]
     one_batch = FaceDetector(batch_size=len(frames)).detect(frames)
@@ -84,6 +88,7 @@ def _wide_frame(seed):
     return frame
 
 
+@pytest.mark.slow  # ~8 s of face detection
 def test_downscaled_detection_maps_back_to_full_resolution():
     full_res = FaceDetector(detect_max_side=0)
     half = FaceDetector(detect_max_side=640)

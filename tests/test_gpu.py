@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_mri_gan_training import flags, make_mri_gan_dataset, run_dirs, tiny_config, weights_equal
+from tests.helpers import run_folders, set_flags
+from tests.test_mri_gan_training import RUN_FOLDER, make_mri_gan_dataset, settings, tiny_config, weights_equal
 from utils.config import PROJECT_ROOT
 from utils.preprocess import jobs
 from utils.train.loop import DistContext, rng_state, set_rng_state
@@ -45,10 +46,10 @@ def test_cuda_generator_of_the_device_in_use_is_restored_whatever_the_gpu_count(
 def test_deterministic_cuda_run_resumed_ends_with_the_uninterrupted_weights(data, tmp_path):
     """runtime.deterministic (the default) on CUDA with fp16 mixed precision: stop after step 4, resume from the
     step-3 checkpoint, and get the weights of the run that was never stopped."""
-    settings = ["MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3", "runtime.precision=fp16",
-                *CUDA]
-    full = train(tiny_config(data, tmp_path / "full", *settings), cuda_context())
-    run_dir = train(tiny_config(data, tmp_path / "stopped", *settings), cuda_context(), max_steps=4)
+    overrides = ["MRI_GAN.model_params.n_epochs=2", "MRI_GAN.model_params.chkpt_freq=3", "runtime.precision=fp16",
+                 *CUDA]
+    full = train(tiny_config(data, tmp_path / "full", *overrides), cuda_context())
+    run_dir = train(tiny_config(data, tmp_path / "stopped", *overrides), cuda_context(), max_steps=4)
     periodic = run_dir / "checkpoint.chkpt"
     cfg, checkpoint = config_for_resume(str(periodic), [])
     assert checkpoint["precision"] == "fp16" and "cuda_device" in checkpoint["rng"]
@@ -61,13 +62,14 @@ def test_deterministic_cuda_run_resumed_ends_with_the_uninterrupted_weights(data
 @needs_two_gpus
 def test_torchrun_on_two_gpus_uses_nccl_and_one_gpu_per_process(data, tmp_path):
     torchrun = Path(sys.executable).with_name("torchrun")
+    flags = set_flags(settings(data, tmp_path, "MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=1",
+                               *CUDA))
     result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_MRI_GAN.py",
-                             "--train_from_scratch", *flags(data, tmp_path, "MRI_GAN.model_params.batch_size=4",
-                                                            "MRI_GAN.model_params.n_epochs=1", *CUDA)],
+                             "--train_from_scratch", *flags],
                             cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "device cuda:0, 2 process(es)" in result.stdout
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     checkpoint = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)
     assert [state["cuda"].numel() > 0 for state in checkpoint["rng_per_rank"]] == [True, True]
 

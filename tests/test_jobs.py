@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import torch
 
+from utils.config import load_config
 from utils.errors import DeviceError
 from utils.preprocess import jobs
 from utils.preprocess.common import Options, detector, detector_settings, init_detector
-from utils.config import load_config
 
 CONFIGURED_BATCH = 8
 
@@ -40,6 +40,7 @@ def record_worker(folder: str) -> None:
     Path(folder, f"{os.getpid()}.txt").write_text(jobs.worker_device("cuda", jobs.worker_index(), 2))
 
 
+@pytest.mark.slow  # a pool of 2 worker processes
 def test_pool_workers_are_numbered_so_they_spread_over_the_gpus(tmp_path):
     items = [("a", 8), ("b", 8)]
     summary = jobs.run_items("spread", items, needs_memory, key=lambda it: it[0], workers=2, init=record_worker,

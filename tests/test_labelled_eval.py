@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.helpers import make_face_video
 from utils.config import PROJECT_ROOT, load_config
-from utils.demo.synthetic import background, face_frames, make_celeb_df, make_face_video, swapped_photo, write_video
+from utils.demo.synthetic import background, face_frames, make_celeb_df, swapped_photo, write_video
 from utils.errors import ConfigError
 from utils.evaluation.labels import match_videos, read_labels
 from utils.evaluation.metrics import frame_metrics
@@ -117,6 +118,7 @@ def scored(folder, app_weights, tmp_path_factory):
     return out, result
 
 
+@pytest.mark.slow  # scored: runs detect_deepfake_app.py
 def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
     out, result = scored
     report = json.loads((out / "metrics.json").read_text())
@@ -137,9 +139,11 @@ def test_labelled_run_writes_rows_counts_and_both_levels_of_metrics(scored):
     empty = next(row for row in rows if row["path"].endswith("empty_room.mp4"))
     assert (empty["status"], empty["n_faces"], empty["face_probabilities"]) == ("no_face", "0", "")
     lines = result.stderr.strip().splitlines()
-    assert lines[-2].split()[:3] == ["method", "videos", "no_face"] and lines[-1].split()[:3] == ["plain_frames", "5", "1"]
+    assert lines[-2].split()[:3] == ["method", "videos", "no_face"]
+    assert lines[-1].split()[:3] == ["plain_frames", "5", "1"]
 
 
+@pytest.mark.slow  # scored: runs detect_deepfake_app.py
 def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
     """The same per-face probabilities through deep_fake_detect.py --test_saved_model's own report functions."""
     out, _ = scored
@@ -163,6 +167,7 @@ def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
                 assert ours[key] == value, key
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_a_run_killed_mid_way_resumes_to_the_same_csv(folder, app_weights, scored, tmp_path):
     root, labels = folder
     partial = tmp_path / "videos.csv"
@@ -186,6 +191,7 @@ def test_a_run_killed_mid_way_resumes_to_the_same_csv(folder, app_weights, score
     assert partial.read_text() == reference
 
 
+@pytest.mark.slow  # runs detect_deepfake_app.py
 def test_celeb_df_test_videos_in_the_mri_gans_training_data_are_reported_loudly(app_weights, tmp_path):
     root = tmp_path / "Celeb-DF-v2"
     make_celeb_df(root, n_frames=6, size=(160, 120), seed=3)

@@ -96,6 +96,7 @@ runpy.run_path("detect_deepfake_app.py", run_name="__main__")
 """
 
 
+@pytest.mark.slow  # runs the app in a child process
 @pytest.mark.parametrize("method", ["plain_frames", "MRI"])
 def test_the_app_loads_no_training_preprocessing_demo_or_evaluation_code(app_weights, face_video, tmp_path, method):
     result = subprocess.run([sys.executable, "-c", APP_RUN, "--input_videofile", str(face_video), "--method", method,

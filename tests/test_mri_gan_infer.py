@@ -39,6 +39,7 @@ def constant_generator(values) -> Generator:
     return generator
 
 
+@pytest.mark.slow  # ~5.5 s of MRI-GAN generator passes
 def test_each_batch_uses_its_own_images_in_input_order(generator, faces):
     batched = predict_mris(generator, faces, "cpu", batch_size=2)
     one_by_one = [predict_mris(generator, [face], "cpu", batch_size=1)[0] for face in faces]
@@ -49,6 +50,7 @@ def test_each_batch_uses_its_own_images_in_input_order(generator, faces):
     assert not np.array_equal(batched[2], batched[0]) and not np.array_equal(batched[4], batched[0])
 
 
+@pytest.mark.slow  # ~2 s of MRI-GAN generator passes
 def test_generation_is_deterministic_and_restores_the_callers_mode(faces):
     torch.manual_seed(1)
     model = Generator(ngf=8).train()  # dropout would make outputs random (README, Differences #10)
@@ -70,6 +72,7 @@ def test_original_rendering_clamps_negative_output_to_black(faces):
     assert np.unique(mri.reshape(-1, 3), axis=0).tolist() == [[0, 51, 89]]
 
 
+@pytest.mark.slow  # ~1.9 s of MRI-GAN generator passes
 def test_original_rendering_equals_torchvision_save_image_of_the_raw_output(tmp_path, generator, faces):
     from torchvision.utils import save_image
 
@@ -93,6 +96,7 @@ def test_faces_must_be_rgb_uint8_arrays(generator, bad):
         predict_mris(generator, [bad], "cpu")
 
 
+@pytest.mark.slow  # ~1.9 s of MRI-GAN generator passes
 def test_load_generator_reads_original_layout_infers_width_and_returns_eval_model(tmp_path, generator, faces):
     path = tmp_path / "MRI_GAN_weights.chkpt"
     torch.save({"epoch": 9, "log_dir": pathlib.PosixPath("/logs/x"), "model_params": {"tau": 0.3},

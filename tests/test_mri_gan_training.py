@@ -20,7 +20,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.helpers import free_port, rehearse_on_two_nodes, run_together, srun_environment
+from tests.helpers import (
+    free_port,
+    rehearse_on_two_nodes,
+    run_folders,
+    run_script,
+    run_together,
+    set_flags,
+    srun_environment,
+    torchrun_two_processes,
+)
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import face_photo
 from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
@@ -32,6 +41,7 @@ from utils.train.mri_gan import MRIGANTraining, read_data, train
 from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
 from utils.train.setup import config_for_resume
 
+SCRIPT, RUN_FOLDER = "train_MRI_GAN.py", "MRI_GAN"
 TINY = ["MRI_GAN.model_params.ngf=8", "MRI_GAN.model_params.ndf=8", "MRI_GAN.model_params.batch_size=2",
         "MRI_GAN.model_params.test_sample_size=4", "runtime.loader_workers=0", "runtime.device=cpu"]
 
@@ -98,10 +108,6 @@ def settings(assets: Path, logs: Path, *extra: str) -> list[str]:
     return [f"assets={assets}", f"logging.root_log_dir={logs}", *TINY, *extra]
 
 
-def flags(assets: Path, logs: Path, *extra: str) -> list[str]:
-    return [arg for setting in settings(assets, logs, *extra) for arg in ("--set", setting)]
-
-
 def tiny_config(assets: Path, logs: Path, *extra: str):
     return load_config(None, settings(assets, logs, *extra))
 
@@ -111,17 +117,8 @@ def read_rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def run_dirs(logs: Path) -> list[Path]:
-    return sorted(p for p in logs.glob("*/MRI_GAN") if p.is_dir())
-
-
 def weights_equal(a: dict, b: dict, atol: float = 1e-6) -> bool:
     return a.keys() == b.keys() and all(torch.allclose(a[k].float(), b[k].float(), atol=atol, rtol=0) for k in a)
-
-
-def script(*args: str, cwd: Path = PROJECT_ROOT, timeout: int = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 # --- the data set -------------------------------------------------------------------------------
@@ -179,6 +176,7 @@ def test_items_are_normalised_256_pairs_flipped_together(data, tmp_path):
     assert any(flipped) and not all(flipped)
 
 
+@pytest.mark.slow  # a DataLoader worker process
 def test_unreadable_image_is_one_line_error_naming_it_even_from_a_worker(data, tmp_path):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"not a png")
@@ -201,6 +199,7 @@ def full_run(data, tmp_path_factory) -> Path:
                              "MRI_GAN.model_params.sample_gen_freq=3"), DistContext())
 
 
+@pytest.mark.slow  # full_run: a training (~28 s)
 def test_run_folder_holds_original_checkpoint_names_csv_logs_and_pictures(full_run):
     for name in ("checkpoint.chkpt", "checkpoint_best_G.chkpt", "checkpoint_best_D.chkpt", "losses.csv",
                  "ssim_report.csv", "mri_metadata.json", "generated_samples/epoch_001.png",
@@ -213,6 +212,7 @@ def test_run_folder_holds_original_checkpoint_names_csv_logs_and_pictures(full_r
     assert [int(row["epoch"]) for row in read_rows(full_run / "ssim_report.csv")] == [1, 2]
 
 
+@pytest.mark.slow  # full_run: a training
 def test_checkpoint_loads_weights_only_with_model_optimizer_position_rng_and_config(full_run):
     checkpoint = torch.load(full_run / "checkpoint.chkpt", map_location="cpu", weights_only=True)
     for key in ("generator_state_dict", "discriminator_state_dict", "optimizer_G_state_dict",
@@ -223,6 +223,7 @@ def test_checkpoint_loads_weights_only_with_model_optimizer_position_rng_and_con
     assert checkpoint["log_dir"] == str(full_run)
 
 
+@pytest.mark.slow  # full_run: a training
 def test_best_generator_is_the_epoch_with_highest_test_ssim(full_run):
     report = read_rows(full_run / "ssim_report.csv")
     best = max(report, key=lambda row: float(row["test_ssim"]))
@@ -231,6 +232,7 @@ def test_best_generator_is_the_epoch_with_highest_test_ssim(full_run):
     assert checkpoint["best"]["test_ssim"] == pytest.approx(float(best["test_ssim"]), rel=1e-5)
 
 
+@pytest.mark.slow  # full_run: a training
 def test_sample_grid_has_title_band_and_one_row_per_sample(full_run):
     grid = np.asarray(Image.open(full_run / "generated_samples" / "epoch_002.png"))
     assert grid.shape == (24 + 4 * 128, 3 * 128, 3)  # 2 real + 2 fake rows of face | target | generated
@@ -247,6 +249,7 @@ def tensorboard_events(run_dir: Path):
     return events
 
 
+@pytest.mark.slow  # full_run: a training
 def test_tensorboard_holds_step_losses_test_scores_and_sample_grids(full_run):
     events = tensorboard_events(full_run)
     columns = ["loss_G", "loss_GAN", "loss_pixel", "loss_ssim", "loss_D", "loss_real", "loss_fake"]
@@ -261,6 +264,7 @@ def test_tensorboard_holds_step_losses_test_scores_and_sample_grids(full_run):
     assert [image.step for image in events.Images("samples")] == [3, 4, 6, 8]  # every 3 steps and every epoch
 
 
+@pytest.mark.slow  # full_run: a training
 def test_gen_plots_draws_the_runs_curves_labelled_by_tau(full_run, tmp_path):
     other = full_run.parent  # a run may be named by its logs/<time> folder too
     written = plot_mri_gan_runs([full_run, other], tmp_path)
@@ -276,12 +280,12 @@ def test_gen_plots_draws_the_runs_curves_labelled_by_tau(full_run, tmp_path):
         plot_mri_gan_runs([tmp_path / "nothing"], tmp_path)
 
 
+@pytest.mark.slow  # full_run, then runs compare_MRI_GANs.py
 def test_compare_mri_gans_scores_generators_on_the_same_test_faces(data, full_run, tmp_path):
     out = tmp_path / "compare.png"
     generators = [full_run / "checkpoint_best_G.chkpt", full_run / "checkpoint.chkpt"]
-    result = subprocess.run([sys.executable, "compare_MRI_GANs.py", "--generators", *map(str, generators),
-                             "--out", str(out), *sum((["--set", s] for s in settings(data, tmp_path)), [])],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180)
+    result = run_script("compare_MRI_GANs.py", "--generators", *map(str, generators), "--out", str(out),
+                        *set_flags(settings(data, tmp_path)), timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     picture = np.asarray(Image.open(out))
     assert picture.shape == (24 + 4 * 160, 4 * 160, 3)  # 2 real + 2 fake rows: face, target, two generators
@@ -296,8 +300,7 @@ def test_compare_mri_gans_scores_generators_on_the_same_test_faces(data, full_ru
 
     not_a_generator = tmp_path / "losses.csv"
     not_a_generator.write_text("step\n1\n")
-    bad = subprocess.run([sys.executable, "compare_MRI_GANs.py", "--generators", str(not_a_generator), "--out",
-                          str(tmp_path / "bad.png")], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    bad = run_script("compare_MRI_GANs.py", "--generators", str(not_a_generator), "--out", str(tmp_path / "bad.png"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "losses.csv" in bad.stderr
 
 
@@ -312,17 +315,18 @@ def wait_for_rows(logs: Path, rows: int, process: subprocess.Popen, timeout: flo
     raise AssertionError(f"no {rows} rows in the step log under {logs} (exit code {process.poll()})")
 
 
+@pytest.mark.slow  # runs train_MRI_GAN.py, then a training
 def test_sigterm_saves_at_the_next_step_and_the_resumed_run_ends_with_the_uninterrupted_weights(
         data, tmp_path, full_run):
-    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_from_scratch",
-                                *sum((["--set", s] for s in settings(data, tmp_path, "MRI_GAN.model_params.n_epochs=2",
-                                                                      "MRI_GAN.model_params.chkpt_freq=3")), [])],
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / SCRIPT), "--train_from_scratch",
+                                *set_flags(settings(data, tmp_path, "MRI_GAN.model_params.n_epochs=2",
+                                                    "MRI_GAN.model_params.chkpt_freq=3"))],
                                cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for_rows(tmp_path, 1, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143, stderr[-2000:]
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     periodic = run_dir / "checkpoint.chkpt"
     stopped_at = torch.load(periodic, weights_only=True)["global_step"]
     assert 0 < stopped_at < 8 and len(read_rows(run_dir / "losses.csv")) == stopped_at  # saved at the step it stopped
@@ -349,12 +353,13 @@ def test_sigterm_saves_at_the_next_step_and_the_resumed_run_ends_with_the_uninte
     assert summary["status"] == "finished" and summary["exact"] and summary["resumes"][0]["at_step"] == stopped_at
 
 
+@pytest.mark.slow  # a training
 def test_diverging_loss_stops_naming_the_step_and_never_overwrites_the_good_checkpoint(data, tmp_path):
     # a learning rate of 1e20 sends the weights to ~1e20 after one Adam step: the next losses overflow
     cfg = tiny_config(data, tmp_path, "MRI_GAN.model_params.lr=1.0e+20", "MRI_GAN.model_params.chkpt_freq=1")
     with pytest.raises(NonFiniteLoss) as error:
         train(cfg, DistContext())
-    (run_dir,) = run_dirs(tmp_path)
+    (run_dir,) = run_folders(tmp_path, RUN_FOLDER)
     periodic = run_dir / "checkpoint.chkpt"
     good = torch.load(periodic, weights_only=True)
     bad_step = len(read_rows(run_dir / "losses.csv"))
@@ -366,6 +371,7 @@ def test_diverging_loss_stops_naming_the_step_and_never_overwrites_the_good_chec
     assert exit_code(error.value) == 1
 
 
+@pytest.mark.slow  # full_run: a training
 def test_resume_with_other_loader_workers_says_it_is_not_exact(full_run, tmp_path, caplog):
     copy = tmp_path / "copy"
     shutil.copytree(full_run, copy)
@@ -379,6 +385,7 @@ def test_resume_with_other_loader_workers_says_it_is_not_exact(full_run, tmp_pat
     assert not summary["exact"] and warning in summary["resumes"][0]["warnings"][0]
 
 
+@pytest.mark.slow  # full_run, then a training
 def test_resume_from_a_best_checkpoint_starts_a_new_folder_and_keeps_that_file(full_run, tmp_path):
     best = full_run / "checkpoint_best_D.chkpt"
     before = best.read_bytes()
@@ -390,6 +397,7 @@ def test_resume_from_a_best_checkpoint_starts_a_new_folder_and_keeps_that_file(f
     assert steps == list(range(1, 13))  # history up to the checkpoint carried over, then on to epoch 3
 
 
+@pytest.mark.slow  # full_run: a training
 def test_checkpoints_record_the_precision_and_a_resume_that_changes_it_says_so(full_run, caplog):
     checkpoint = torch.load(full_run / "checkpoint.chkpt", weights_only=True)
     assert checkpoint["precision"] == "fp32"  # the paper's training precision, unless --precision says otherwise
@@ -408,24 +416,26 @@ def test_checkpoints_record_the_precision_and_a_resume_that_changes_it_says_so(f
 # --- command line and torchrun ------------------------------------------------------------------
 
 
+@pytest.mark.slow  # full_run, then runs train_MRI_GAN.py
 def test_script_resumes_with_more_epochs_and_reports_bad_checkpoints_in_one_line(full_run, tmp_path):
     copy = tmp_path / "run" / "MRI_GAN"
     shutil.copytree(full_run, copy)
-    result = script("--train_resume", str(copy / "checkpoint_best_G.chkpt"),
-                    "--set", "MRI_GAN.model_params.n_epochs=3", "--set", f"logging.root_log_dir={tmp_path / 'logs'}")
+    result = run_script(SCRIPT, "--train_resume", str(copy / "checkpoint_best_G.chkpt"), "--set",
+                        "MRI_GAN.model_params.n_epochs=3", "--set", f"logging.root_log_dir={tmp_path / 'logs'}")
     assert result.returncode == 0, result.stderr
     assert "finished at epoch 3/3" in result.stdout
-    assert len(run_dirs(tmp_path / "logs")) == 1
+    assert len(run_folders(tmp_path / "logs", RUN_FOLDER)) == 1
 
     text = tmp_path / "notes.chkpt"
     text.write_text("not a checkpoint")
-    bad = script("--train_resume", str(text))
+    bad = run_script(SCRIPT, "--train_resume", str(text))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "notes.chkpt" in bad.stderr
 
 
+@pytest.mark.slow  # runs train_MRI_GAN.py
 def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
-    result = script("--train_from_scratch", "--set", f"assets={tmp_path}", "--set",
-                    f"logging.root_log_dir={tmp_path / 'logs'}", "--device", "cpu")
+    result = run_script(SCRIPT, "--train_from_scratch", "--set", f"assets={tmp_path}", "--set",
+                        f"logging.root_log_dir={tmp_path / 'logs'}", "--device", "cpu")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "features.mri_dataset_real_train_csv" in result.stderr
     assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
@@ -437,12 +447,12 @@ def train_sbatch(data: Path, logs: Path, processes: int, port: int) -> subproces
            "SLURM_GPUS_ON_NODE": str(processes), "LOG_ROOT": str(logs), "MASTER_PORT": str(port),
            "TORCHRUN": str(Path(sys.executable).with_name("torchrun")), "PATH": f"{Path(sys.executable).parent}:"
                                                                                f"{os.environ['PATH']}"}
-    flags = sum((["--set", s] for s in settings(data, logs, "MRI_GAN.model_params.batch_size=4",
-                                                 "MRI_GAN.model_params.n_epochs=3")), [])
-    return subprocess.Popen(["bash", "cluster/train.sbatch", "train_MRI_GAN.py", *flags], cwd=PROJECT_ROOT, env=env,
+    flags = set_flags(settings(data, logs, "MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=3"))
+    return subprocess.Popen(["bash", "cluster/train.sbatch", SCRIPT, *flags], cwd=PROJECT_ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_and_resumes(data, tmp_path):
     """cluster/train.sbatch with 2 CPU processes (gloo): SIGTERM to the batch shell reaches both ranks, which
     stop at the same step; rank 0 writes one checkpoint; the job run again resumes from it (with 1 process,
@@ -454,7 +464,7 @@ def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_an
     stdout, stderr = first.communicate(timeout=180)
     assert first.returncode == 143, stderr[-3000:]
     assert stdout.count("MRI-GAN run folder") == 1 and "--train_from_scratch" in stdout
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     checkpoint = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)
     step = checkpoint["global_step"]
     assert {f"rank {rank}: stopped by SIGTERM at step {step}" for rank in (0, 1)} <= set(stdout.splitlines())
@@ -465,7 +475,7 @@ def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_an
     second = train_sbatch(data, logs, 1, free_port())
     stdout, stderr = second.communicate(timeout=180)
     assert second.returncode == 0, stderr[-3000:]
-    assert f"--train_resume {run_dir / 'checkpoint.chkpt'}" in stdout and run_dirs(logs) == [run_dir]
+    assert f"--train_resume {run_dir / 'checkpoint.chkpt'}" in stdout and run_folders(logs, RUN_FOLDER) == [run_dir]
     assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == list(range(1, 7))  # 8 items, batch 4
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "finished" and not summary["exact"]
@@ -478,26 +488,25 @@ TORCHRUN = ("MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=
 @pytest.fixture(scope="module")
 def torchrun_run(data, tmp_path_factory) -> Path:
     """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of 8 items at global batch 4."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     logs = tmp_path_factory.mktemp("torchrun_logs")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "train_MRI_GAN.py",
-                             "--train_from_scratch", *flags(data, logs, *TORCHRUN)],
-                            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=180, env=env)
+    result = torchrun_two_processes(SCRIPT, "--train_from_scratch", *set_flags(settings(data, logs, *TORCHRUN)),
+                                    timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("MRI-GAN run folder") == 1
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     return run_dir
 
 
+@pytest.mark.slow  # torchrun on two "nodes"
 def test_two_nodes_train_like_one_node_and_only_global_rank_0_writes(data, tmp_path, torchrun_run):
     """The multi-node rehearsal: two torchrun "nodes" (--nnodes 2 --node_rank 0|1, gloo on 127.0.0.1), each started
     in its own folder with its own log root. Node 1 writes nothing; losses, test scores and weights are those of
     the one-node run with two processes."""
-    logs = rehearse_on_two_nodes(PROJECT_ROOT / "train_MRI_GAN.py",
-                                 lambda logs: ["--train_from_scratch", *flags(data, logs, *TORCHRUN)], tmp_path,
+    logs = rehearse_on_two_nodes(PROJECT_ROOT / SCRIPT,
+                                 lambda logs: ["--train_from_scratch", *set_flags(settings(data, logs, *TORCHRUN))],
+                                 tmp_path,
                                  started="MRI-GAN run folder", finished="*/MRI_GAN/summary.json")
-    (run_dir,) = run_dirs(logs)
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
     for name in ("losses.csv", "ssim_report.csv"):
         ours, reference = (pd.read_csv(folder / name) for folder in (run_dir, torchrun_run))
         assert list(ours.columns) == list(reference.columns) and np.allclose(ours, reference, rtol=1e-5), name
@@ -506,12 +515,13 @@ def test_two_nodes_train_like_one_node_and_only_global_rank_0_writes(data, tmp_p
         assert weights_equal(ours[key], reference[key], atol=1e-5), key
 
 
+@pytest.mark.slow  # torchrun_run, then 2 processes
 def test_resume_checkpoint_missing_on_one_node_stops_every_process_with_one_line(data, tmp_path, torchrun_run):
     """Every process reads the resume checkpoint (it holds the configuration); the one whose node lacks it still
     joins the process group, so both stop at once with its one line instead of rank 0 waiting for it."""
     port = free_port()
     paths = [torchrun_run / "checkpoint.chkpt", tmp_path / "not_on_this_node" / "checkpoint.chkpt"]
-    results = run_together([([sys.executable, str(PROJECT_ROOT / "train_MRI_GAN.py"), "--train_resume", str(path),
+    results = run_together([([sys.executable, str(PROJECT_ROOT / SCRIPT), "--train_resume", str(path),
                               "--device", "cpu"], PROJECT_ROOT, srun_environment(rank, 2, port))
                             for rank, path in enumerate(paths)], timeout=120)
     for result in results:

@@ -30,6 +30,8 @@ from utils.errors import IntermediateError
 from utils.fileio import png_complete, read_csv_intermediate, read_rgb
 
 STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
+# every test runs data_preprocess.py, or reads the outputs of the run shared by the module (pipeline)
+pytestmark = pytest.mark.slow
 
 
 def tree_hashes(root: Path) -> dict[str, str]:
@@ -152,7 +154,8 @@ def test_frame_label_csvs_keep_the_original_columns(pipeline):
     frames = pd.read_csv(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename"))
     assert list(frames.columns) == ["video_id", "frame", "label"]
     assert len(frames) == 8 and set(frames["label"]) == {0, 1}
-    videos = pd.read_csv(str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename")).replace(".csv", "_videos.csv"))
+    frame_labels = str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename"))
+    videos = pd.read_csv(frame_labels.replace(".csv", "_videos.csv"))
     assert list(videos.columns) == ["video_id", "label", "n_faces", "status"]
     assert (videos["n_faces"] == 2).all()
 
@@ -183,7 +186,8 @@ def test_bad_videos_are_logged_and_the_step_goes_on(tmp_path):
     assert "not a video file" in reasons["broken.mp4"]
     assert reasons["noface.mp4"] == "no face in any sampled frame"
     cfg = load_config(config)
-    videos = pd.read_csv(str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename")).replace(".csv", "_videos.csv"))
+    frame_labels = str(cfg.asset("data_path.dfdc.valid_frame_labels_csv_filename"))
+    videos = pd.read_csv(frame_labels.replace(".csv", "_videos.csv"))
     status = dict(zip(videos["video_id"], videos["status"]))
     assert status["noface"] == "no_face" and status["broken"] == "not_processed"
 

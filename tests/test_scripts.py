@@ -9,6 +9,7 @@ from utils.config import PROJECT_ROOT
 
 SCRIPTS = ["data_preprocess.py", "train_MRI_GAN.py", "deep_fake_detect.py", "detect_deepfake_app.py", "demo.py",
            "gen_plots.py", "compare_MRI_GANs.py"]
+pytestmark = pytest.mark.slow  # every test runs a script or a Python program in a child process
 
 
 def _run(*args):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from conftest import VIDEO_FPS, VIDEO_FRAMES, VIDEO_H, VIDEO_W
 
-from tests.helpers import sampled_frames
-from utils.demo.synthetic import face_frames, face_photo, make_face_video
+from tests.helpers import make_face_video, sampled_frames
+from utils.demo.synthetic import face_frames, face_photo
 from utils.errors import VideoError
 from utils.media.video import ReadAhead, SampledFrames, VideoReader, list_videos, probe
 

@@ -35,7 +35,7 @@ class Spec:
     item: str | None = None
 
 
-STR, INT, FLOAT, BOOL, PATH = Spec("str"), Spec("int"), Spec("float"), Spec("bool"), Spec("path")
+STR, BOOL, PATH = Spec("str"), Spec("bool"), Spec("path")
 
 
 def _int(minimum=None, maximum=None):

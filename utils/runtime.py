@@ -52,7 +52,7 @@ _WARNED: set[str] = set()
 
 RECORDED_PACKAGES = (
     "torch", "torchvision", "timm", "facenet-pytorch", "numpy", "opencv-python-headless", "scikit-image",
-    "scikit-learn", "scipy", "pandas", "albumentations", "pytorch-msssim", "Pillow", "PyYAML",
+    "scikit-learn", "scipy", "pandas", "pytorch-msssim", "Pillow", "PyYAML",
 )
 
 

@@ -1,7 +1,5 @@
-"""Synthetic test media made from face photos that ship inside installed packages.
-
-Used by the tests (and later the demo): small face videos with smooth motion, and broken files.
-"""
+"""Synthetic media made from face photos that ship inside installed packages, for the demo, benchmarks and tests:
+moving faces, face swaps, and small data sets in the DFDC, Celeb-DF and FDF/FFHQ layouts."""
 from __future__ import annotations
 
 import json
@@ -76,13 +74,6 @@ def face_frames(photo: np.ndarray, width: int, height: int, n_frames: int, seed:
         yield frame, (x, y, w, h)
 
 
-def make_face_video(path: str | Path, face: str = "astronaut", width: int = 320, height: int = 240,
-                    n_frames: int = 30, fps: float = 10.0, seed: int = 0, face_height: float = 0.7) -> Path:
-    """A small video of one face photo moving over a background; returns its path."""
-    frames = (frame for frame, _ in face_frames(face_photo(face), width, height, n_frames, seed, face_height))
-    return write_video(path, frames, fps)
-
-
 def swapped_photo(target: str, source: str, seed: int = 0) -> np.ndarray:
     """`target`'s head photo with `source`'s face swapped in, the way a face-swap pipeline blends one.
 
@@ -148,8 +139,8 @@ def make_dfdc_dataset(root: str | Path, videos_per_split: int | dict[str, int] =
         if split == "train":
             (folder / "metadata.json").write_text(json.dumps(records, indent=1), encoding="utf-8")
         else:
-            (folder / "labels.csv").write_text("filename,label\n" + "".join(f"{n},{l}\n" for n, l in labels),
-                                               encoding="utf-8")
+            rows = "".join(f"{name},{label}\n" for name, label in labels)
+            (folder / "labels.csv").write_text("filename,label\n" + rows, encoding="utf-8")
     return {"train": root / "train", "valid": layout["valid"], "test": layout["test"]}
 
 

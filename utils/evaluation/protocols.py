@@ -18,8 +18,6 @@ from sklearn.metrics import roc_auc_score
 from utils.evaluation.metrics import grid_search, video_verdicts
 
 CLASS_NAMES = ("Real", "Fake")  # rows: actual class; columns: predicted class (the original's layout)
-# The notebook's rates, in the order its table lists them.
-NOTEBOOK_RATES = ("acc", "balanced_accuracy", "tpr", "fnr", "fpr", "tnr", "f1", "precision", "specificity", "auc")
 
 
 def confusion_matrices(labels: Sequence[int], predictions: Sequence[int]) -> tuple[pd.DataFrame, pd.DataFrame]:
