@@ -33,7 +33,7 @@ from models.mri_gan import Generator, init_weights  # noqa: E402
 from utils.config import load_config  # noqa: E402
 from utils.demo.synthetic import dataset_config, make_dfdc_dataset  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
-from utils.infer.classifier import build_classifier  # noqa: E402
+from utils.infer.classifier_weights import build_classifier  # noqa: E402
 from utils.train.classifier import ClassifierTraining, SplitData  # noqa: E402
 from utils.train.loop import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402

@@ -78,7 +78,7 @@ class Detector:
                  need_generator: bool = False, original_mri_rendering: bool = False,
                  face_detector: FaceDetector | None = None):
         # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
-        from utils.infer.classifier import classifier_from_checkpoint
+        from utils.infer.classifier_weights import classifier_from_checkpoint
         from utils.infer.generator import load_generator
         from utils.infer.transforms import eval_transform
 
