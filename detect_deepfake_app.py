@@ -2,25 +2,16 @@
 
 Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
 """
-import gc
-import time
-
-STARTED = time.perf_counter()  # before the other imports: the JSON reports the import time (timings.import_s)
+from utils.infer.startup import Startup, run_app  # first: it times the app's imports, which leave torch out
 
 import sys
 from pathlib import Path
 
-# Only modules without torch here: a single video starts decoding before torch is imported (README, Streaming
-# and start-up); the modules that run models are imported by import_model_code.
-from utils.cli import config_from_args, make_parser, run
+from utils.cli import config_from_args, make_parser
 from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
-from utils.media.video import SampledFrames, frames_within, list_videos, probe
+from utils.media.video import list_videos
 from utils.names import METHODS
-
-LIGHT_IMPORT_S = time.perf_counter() - STARTED
-PREFETCH_FRAMES = 32  # sampled frames decoded ahead while torch and the face detector load ...
-PREFETCH_BYTES = 256 * 2**20  # ... and never more than this many bytes of them
 
 
 def build_parser():
@@ -58,8 +49,8 @@ def check_unit(name: str, value):
         raise ConfigError(f"--{name} must be between 0 and 1, got {value}")
 
 
-def main():
-    gc.disable()  # no cyclic garbage collection while importing and loading the models: see load_detector
+def parse_args():
+    """The checked command line and the config it names."""
     parser = build_parser()
     args = parser.parse_args()
     if not (args.input_videofile or args.input_dir) or not args.method:
@@ -68,51 +59,32 @@ def main():
     check_unit("fake_fraction", args.fake_fraction)
     if args.labels and not args.input_dir:
         parser.error("--labels goes with --input_dir")
-    cfg = config_from_args(args)
-    if args.input_dir and not Path(args.input_dir).is_dir():
-        raise ConfigError(f"input folder not found ({args.input_dir})")
+    return args, config_from_args(args)
+
+
+def main():
+    startup = Startup()
+    args, cfg = parse_args()
     if args.input_videofile:
-        info = probe(args.input_videofile)  # an unreadable input fails in one line before any model is loaded
-        ahead = min(PREFETCH_FRAMES, frames_within(info, PREFETCH_BYTES))
-        with SampledFrames(args.input_videofile, cfg["faces.frame_step"], ahead) as frames:
-            return classify_one(args, cfg, frames)
-    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
-    if args.labels:  # read and match the labels before any model is loaded, so a bad file fails at once
-        from utils.evaluation import labelled  # scikit-learn: only on this path
-
-        labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
-    import_s = import_model_code(cfg)
-    from utils.infer.folder import score_folder
-
-    detector, startup = load_detector(args, cfg, import_s)
-    save_mri = Path(args.save_mri) if args.save_mri else None
-    out_csv = Path(args.output_csv) if args.output_csv else None
-    if args.labels:
-        scores = labelled.evaluate_labelled(cfg, detector, args.method, videos, matched, labels, out_csv, save_mri,
-                                             leak)
-        write_report(args.output_json, scores)
-        print("\n".join(labelled.summary_lines(args.method, scores)), file=sys.stderr)
-        return 0
-    _, results = score_folder(detector, videos, out_csv=out_csv, save_mri=save_mri)
-    write_report(args.output_json, report(args, detector) | {"timings": startup, "videos": results})
-    return 0
+        return detect_video(args, cfg, startup)
+    return detect_folder(args, cfg, startup)
 
 
-def classify_one(args, cfg, frames: SampledFrames) -> int:
-    """The verdict on one video whose frames are already decoding: one line on stdout, the JSON if asked.
+def detect_video(args, cfg, startup: Startup) -> int:
+    """The verdict on one video: one line on stdout, the JSON if asked. Its frames decode from the start, and its
+    faces are detected while the classifier (and generator) load."""
+    with startup.decode_ahead(args.input_videofile, cfg["faces.frame_step"]) as frames:
+        startup.import_model_code(cfg["runtime.seed"])
+        from utils.infer.detect import FaceStream
+        from utils.media.faces import FaceDetector
+        from utils.runtime import choose_device
 
-    The face detector loads first; its thread then detects faces while the classifier (and generator) load."""
-    import_s = import_model_code(cfg)
-    from utils.infer.detect import FaceStream
-    from utils.media.faces import FaceDetector
-    from utils.runtime import choose_device
-
-    loading = time.perf_counter()
-    face_detector = FaceDetector.from_config(cfg, choose_device(cfg["runtime.device"]))
-    with FaceStream(face_detector, frames, cfg["faces.crop_margin"]) as faces:
-        detector, startup = load_detector(args, cfg, import_s, loading, face_detector)
-        result = detector.classify(args.input_videofile, Path(args.save_mri) if args.save_mri else None, faces)
-    result.timings = startup | result.timings
+        face_detector = FaceDetector.from_config(cfg, choose_device(cfg["runtime.device"]))
+        with FaceStream(face_detector, frames, cfg["faces.crop_margin"]) as faces:
+            detector = load_detector(args, cfg, face_detector)
+            timings = startup.models_loaded()
+            result = detector.classify(args.input_videofile, mri_folder(args), faces)
+    result.timings = timings | result.timings
     write_report(args.output_json, report(args, detector) | result.to_dict())
     if result.status == "no_face":
         raise NoFaceError(f"no face found in any sampled frame of {args.input_videofile}")
@@ -123,34 +95,46 @@ def classify_one(args, cfg, frames: SampledFrames) -> int:
     return 0
 
 
-def import_model_code(cfg) -> float:
-    """Import the modules that run models (torch: about 1 s) and seed the generators with runtime.seed; return
-    the seconds the app has spent importing (timings.import_s)."""
-    start = time.perf_counter()
-    import utils.infer.detect  # noqa: F401  (torch, OpenCV, PIL)
-    from utils.runtime import seed_everything
+def detect_folder(args, cfg, startup: Startup) -> int:
+    """One CSV row per video on stdout (and in --output_csv); with --labels, the metrics instead of the videos in
+    the JSON and a summary on stderr."""
+    if not Path(args.input_dir).is_dir():
+        raise ConfigError(f"input folder not found ({args.input_dir})")
+    videos = list_videos(args.input_dir, cfg["faces.video_extensions"], recursive=True)
+    if args.labels:  # read and match the labels before any model is loaded, so a bad file fails at once
+        from utils.evaluation import labelled  # scikit-learn: only on this path
 
-    seed_everything(cfg["runtime.seed"])
-    return LIGHT_IMPORT_S + time.perf_counter() - start
+        labels, matched, leak = labelled.prepare(cfg, Path(args.input_dir), videos, args.labels, args.mri_gan_pairs)
+    startup.import_model_code(cfg["runtime.seed"])
+    detector = load_detector(args, cfg)
+    timings = startup.models_loaded()
+    out_csv = Path(args.output_csv) if args.output_csv else None
+    if args.labels:
+        scores = labelled.evaluate_labelled(cfg, detector, args.method, videos, matched, labels, out_csv,
+                                             mri_folder(args), leak)
+        write_report(args.output_json, scores)
+        print("\n".join(labelled.summary_lines(args.method, scores)), file=sys.stderr)
+        return 0
+    from utils.infer.folder import score_folder
+
+    _, results = score_folder(detector, videos, out_csv=out_csv, save_mri=mri_folder(args))
+    write_report(args.output_json, report(args, detector) | {"timings": timings, "videos": results})
+    return 0
 
 
-def load_detector(args, cfg, import_s: float, loading: float | None = None, face_detector=None):
-    """The method's Detector (with `face_detector` and its device if it is already built) and the start-up times
-    for the JSON: model_load_s counts from `loading` (default now), when the first model began to load."""
+def load_detector(args, cfg, face_detector=None):
+    """The method's Detector, with `face_detector` (and its device) if it is already built."""
     from utils.infer.detect import Detector
     from utils.runtime import choose_device
 
-    loading = time.perf_counter() if loading is None else loading
     device = face_detector.device if face_detector else choose_device(cfg["runtime.device"])
-    detector = Detector(cfg, args.method, device,
-                        Path(args.weights_dir) if args.weights_dir else None, args.fake_threshold,
-                        args.fake_fraction, need_generator=bool(args.save_mri),
-                        original_mri_rendering=args.original_mri_rendering, face_detector=face_detector)
-    # Start-up made about 600,000 objects that live as long as the process (modules, models), which the collector
-    # scanned again and again (0.3-0.9 s of a run here). They are set apart from it, and it runs again.
-    gc.freeze()
-    gc.enable()
-    return detector, {"import_s": import_s, "model_load_s": time.perf_counter() - loading}
+    return Detector.from_weights(cfg, args.method, device, Path(args.weights_dir) if args.weights_dir else None,
+                                 args.fake_threshold, args.fake_fraction, need_generator=bool(args.save_mri),
+                                 original_mri_rendering=args.original_mri_rendering, face_detector=face_detector)
+
+
+def mri_folder(args) -> Path | None:
+    return Path(args.save_mri) if args.save_mri else None
 
 
 def report(args, detector) -> dict:
@@ -165,4 +149,4 @@ def write_report(path: str | None, data: dict) -> None:
 
 
 if __name__ == "__main__":
-    run(main, fast_exit=True)
+    run_app(main)

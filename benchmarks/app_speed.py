@@ -195,11 +195,11 @@ def work_floor(clip: Path, weights: Path) -> dict:
         frames = [frame for _, frame in reader.frames(10)]
     out = {"decode_sampled_s": cpu() - start}
     for precision in PRECISIONS:
-        detector = Detector(load_config(overrides=[f"runtime.precision={precision}"]), "MRI", torch.device("cpu"),
-                            weights)
+        detector = Detector.from_weights(load_config(overrides=[f"runtime.precision={precision}"]), "MRI",
+                                         torch.device("cpu"), weights)
         if precision == "fp32":
             start = cpu()
-            faces = detector.faces.detect(frames)
+            faces = detector.face_detector.detect(frames)
             out["detect_s"] = cpu() - start
             crops = [crop_face(frame, found[0].box) for frame, found in zip(frames, faces) if found]
         detector._scores(crops[:2]), predict_mris(detector.generator, crops[:2], "cpu", precision=detector.precision)

@@ -26,11 +26,10 @@ from common import finish, time_calls  # noqa: E402
 
 from utils.config import load_config  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
+from utils.media.mri import MRI_SIZE  # noqa: E402
 from utils.runtime import choose_device, set_deterministic  # noqa: E402
 from utils.train.loop import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402
-
-IMSIZE = 256
 
 
 def tiny_tables(folder: Path) -> tuple:
@@ -39,8 +38,8 @@ def tiny_tables(folder: Path) -> tuple:
     rows = []
     for i, kind in enumerate(["real", "real", "fake", "fake"]):
         face, mri = folder / f"face_{i}.png", folder / f"mri_{i}.png"
-        write_png(face, rng.integers(0, 256, (IMSIZE, IMSIZE, 3), dtype=np.uint8))
-        write_png(mri, rng.integers(0, 256, (IMSIZE, IMSIZE, 3), dtype=np.uint8))
+        write_png(face, rng.integers(0, 256, (MRI_SIZE, MRI_SIZE, 3), dtype=np.uint8))
+        write_png(mri, rng.integers(0, 256, (MRI_SIZE, MRI_SIZE, 3), dtype=np.uint8))
         rows.append({"face_image": str(face), "mri_image": str(mri), "class": kind})
     table = pd.DataFrame(rows)
     return (table[table["class"] == "real"], table[table["class"] == "fake"]), table
@@ -71,8 +70,8 @@ def main() -> int:
             task = MRIGANTraining(cfg, ctx, None, data)
             result["parameters"] = {"generator": sum(p.numel() for p in task.G.parameters()),
                                     "discriminator": sum(p.numel() for p in task.D.parameters())}
-            batch = {"A": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1,
-                     "B": torch.rand(batch_size, 3, IMSIZE, IMSIZE) * 2 - 1}
+            batch = {"A": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1,
+                     "B": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1}
             timing = time_calls(lambda: task.train_step(batch), args.steps, ctx.device)
             result["seconds_per_step"][str(batch_size)] = timing
             print(f"batch {batch_size}: median {timing['median']:.3f} s per step", flush=True)

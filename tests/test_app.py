@@ -33,7 +33,7 @@ def weights(app_weights):
 
 @pytest.fixture(scope="module")
 def mri_detector(weights):
-    return Detector(load_config(), "MRI", torch.device("cpu"), weights)
+    return Detector.from_weights(load_config(), "MRI", torch.device("cpu"), weights)
 
 
 def app(*args):
@@ -90,13 +90,14 @@ def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_
     import utils.infer.detect as detect
 
     cfg = load_config(overrides=["runtime.precision=fp32", "faces.frame_step=1", "faces.batch_size=4"])
-    detector = Detector(cfg, "MRI", torch.device("cpu"), weights)
+    detector = Detector.from_weights(cfg, "MRI", torch.device("cpu"), weights)
     monkeypatch.setattr(detect, "FACE_BATCH", 6)
-    with SampledFrames(face_video, 1, ahead=1) as frames, FaceStream(detector.faces, frames, 0.1, ahead=2) as faces:
+    with (SampledFrames(face_video, 1, ahead=1) as frames,
+          FaceStream(detector.face_detector, frames, 0.1, ahead=2) as faces):
         result = detector.classify(face_video, save_mri=tmp_path / "mri", faces=faces)
 
     records, crops = [], []
-    for index, frame, found in detector.faces.detect_video(face_video, 1):
+    for index, frame, found in detector.face_detector.detect_video(face_video, 1):
         for face_index, face in enumerate(found):
             crops.append(crop_face(frame, face.box))
             records.append((index, face_index, [round(v, 2) for v in face.box]))
@@ -109,33 +110,50 @@ def test_streaming_in_small_batches_gives_the_whole_video_results(weights, face_
     assert cv2.imread(str(tmp_path / "mri" / "montage.png")).shape == (256, 128 * 16, 3)  # the first 16 faces
 
 
-def test_faces_detected_before_the_models_give_the_same_result(mri_detector, face_video):
+@pytest.fixture
+def detected(monkeypatch) -> list:
+    """The record of each face as FaceStream's detection thread produces it."""
+    import utils.infer.detect as detect
+
+    produce = detect.detected_faces
+
+    def counted(*args):
+        for record, crop in produce(*args):
+            produced.append(record)
+            yield record, crop
+
+    produced = []
+    monkeypatch.setattr(detect, "detected_faces", counted)
+    return produced
+
+
+def test_faces_detected_before_the_models_give_the_same_result(mri_detector, face_video, detected):
     """The app starts detecting its video's faces before the classifier loads (FaceStream): faces detected
     ahead, before classify is called, give the very result of detecting as classify goes."""
     with (SampledFrames(face_video, mri_detector.step, ahead=64) as frames,
-          FaceStream(mri_detector.faces, frames, mri_detector.margin) as faces):
+          FaceStream(mri_detector.face_detector, frames, mri_detector.margin) as faces):
         deadline = time.monotonic() + 60
-        while faces.waiting() < 3 and time.monotonic() < deadline:  # the clip's 3 sampled frames, a face each
+        while len(detected) < 3 and time.monotonic() < deadline:  # the clip's 3 sampled frames, a face each
             time.sleep(0.05)
-        assert faces.waiting() == 3  # detected with nobody asking
+        assert len(detected) == 3  # detected with nobody asking
         ahead = mri_detector.classify(face_video, faces=faces)
     as_it_goes = mri_detector.classify(face_video)
     assert ahead.n_faces == 3 and ahead.faces == as_it_goes.faces
     assert (ahead.verdict, ahead.probability) == (as_it_goes.verdict, as_it_goes.probability)
     with (SampledFrames(face_video, mri_detector.step + 1, ahead=2) as frames,
-          FaceStream(mri_detector.faces, frames, 0.1) as faces, pytest.raises(ValueError, match="every")):
+          FaceStream(mri_detector.face_detector, frames, 0.1) as faces, pytest.raises(ValueError, match="every")):
         mri_detector.classify(face_video, faces=faces)
 
 
 @pytest.mark.slow  # ~1.8 s of face detection
-def test_face_stream_stays_within_its_bound(mri_detector, face_video):
+def test_face_stream_stays_within_its_bound(mri_detector, face_video, detected):
     with (SampledFrames(face_video, 1, ahead=1) as frames,
-          FaceStream(mri_detector.faces, frames, 0.1, ahead=2) as faces):
+          FaceStream(mri_detector.face_detector, frames, 0.1, ahead=2) as faces):
         deadline = time.monotonic() + 60
-        while faces.waiting() < 2 and time.monotonic() < deadline:
+        while len(detected) < 2 + 1 and time.monotonic() < deadline:
             time.sleep(0.05)
         time.sleep(1)  # time enough to detect many more of the 30 frames, were it allowed to
-        assert faces.waiting() == 2
+        assert len(detected) == 2 + 1  # 2 waiting, and the thread holds the third until one is taken
         assert len(list(faces)) == 30
 
 
@@ -151,8 +169,8 @@ def test_the_app_imports_no_torch_before_its_video_decodes():
 def test_no_weights_file_stays_mapped_once_the_models_are_loaded(weights, precision):
     """bf16 maps the generator's file only to cast its weights; fp32 reads it. Either way, nothing stays mapped
     to a file that a user may overwrite (cp onto it) while the app runs."""
-    detector = Detector(load_config(overrides=[f"runtime.precision={precision}"]), "MRI", torch.device("cpu"),
-                        weights)
+    detector = Detector.from_weights(load_config(overrides=[f"runtime.precision={precision}"]), "MRI",
+                                     torch.device("cpu"), weights)
     assert detector.generator is not None
     maps = Path("/proc/self/maps").read_text()
     assert not [name for name in weights.iterdir() if str(name.resolve()) in maps]

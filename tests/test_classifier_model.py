@@ -1,5 +1,5 @@
 """Specification tests for models/classifier.py (architecture numbers, original checkpoint keys) and for
-utils/infer/classifier.py, the one place that resolves encoder weights (none, local file, ImageNet cache,
+utils/infer/classifier_weights.py, the one place that resolves encoder weights (none, local file, ImageNet cache,
 offline error)."""
 
 import copy
@@ -18,7 +18,7 @@ from models.classifier import (
     timm_name,
 )
 from utils.errors import ConfigError, EncoderWeightsError
-from utils.infer.classifier import build_classifier, load_encoder_weights
+from utils.infer.classifier_weights import build_classifier, load_encoder_weights
 
 B0 = "tf_efficientnet_b0.ns_jft_in1k"
 WEIGHTS_FLAG = "--set deep_fake.training.model_params.encoder_weights="

@@ -334,8 +334,8 @@ def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path,
     from utils.infer.detect import Detector
 
     # fp32: in bf16 the app keeps its convolution weights in bf16 (Precision.cast_for_inference)
-    detector = Detector(load_config(None, [f"assets={assets}", "runtime.precision=fp32"]), "plain_frames",
-                        torch.device("cpu"))
+    detector = Detector.from_weights(load_config(None, [f"assets={assets}", "runtime.precision=fp32"]),
+                                     "plain_frames", torch.device("cpu"))
     assert detector.thresholds["fake_threshold"] == exported["thresholds"]["fake_threshold"]
     assert detector.thresholds["fake_threshold_source"].startswith("validation-tuned")
     state = load(plain_run / "highest_acc.chkpt")["model_state_dict"]

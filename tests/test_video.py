@@ -123,14 +123,24 @@ def counting(produced: list):
         yield i
 
 
-def test_sampled_frames_decode_before_they_are_asked_for_and_no_further_than_ahead(face_video):
+def test_sampled_frames_decode_before_they_are_asked_for_and_no_further_than_ahead(face_video, monkeypatch):
     """The app makes SampledFrames before loading its models: frames decode from then on, at most `ahead`."""
+    decode = VideoReader.frames
+    decoded = []
+
+    def counted(reader, *args):
+        for index, frame in decode(reader, *args):
+            decoded.append(index)
+            yield index, frame
+
+    monkeypatch.setattr(VideoReader, "frames", counted)
     with SampledFrames(face_video, 7, ahead=3) as frames:
         deadline = time.monotonic() + 30
-        while frames.waiting() < 3 and time.monotonic() < deadline:
+        while len(decoded) < 3 + 1 and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(0.2)  # time to overshoot, if the bound did not hold
-        assert frames.waiting() == 3 and frames.info.fps > 0
+        # 3 waiting, and the decoding thread holds the fourth until one is taken
+        assert len(decoded) == 3 + 1 and frames.info.fps > 0
         got = list(frames)
     direct = list(sampled_frames(face_video, 7))
     assert [i for i, _ in got] == [i for i, _ in direct] == [0, 7, 14, 21, 28]
@@ -150,14 +160,14 @@ def test_read_ahead_bound_can_be_lowered_after_a_head_start():
 
     with ReadAhead(counting(produced), 8) as stream:
         settle()
-        assert stream.waiting() == 8
+        assert len(produced) == 8 + 1  # 8 waiting, and the producer holds the next until one is taken
         stream.keep_ahead(2)
         assert [next(stream) for _ in range(6)] == list(range(6))
         settle()
-        assert stream.waiting() == 2 and len(produced) <= 6 + 2 + 1  # nothing new while 2 were still waiting
+        assert len(produced) == 6 + 2 + 1  # taken, 2 waiting, 1 held: nothing new while 2 were still waiting
         assert [next(stream) for _ in range(4)] == list(range(6, 10))
         settle()
-        assert stream.waiting() == 2 and len(produced) <= 10 + 2 + 1  # topped up to the new bound, no further
+        assert len(produced) == 10 + 2 + 1  # taken, 2 waiting, 1 held: topped up to the new bound, no further
 
 
 def test_read_ahead_raises_a_producer_error_in_its_place():

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -23,10 +23,14 @@ from utils.config import Config
 from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
 from utils.infer.rule import video_rule
-from utils.media.faces import FaceDetector, crop_face
+from utils.media.faces import FaceDetector, crop_face, crop_name
 from utils.media.video import ReadAhead, SampledFrames
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
-from utils.runtime import choose_precision
+from utils.runtime import Precision, choose_precision
+
+if TYPE_CHECKING:  # imported when a Detector is made: see from_weights
+    from models.classifier import DeepFakeClassifier
+    from models.mri_gan import Generator
 
 FACE_BATCH = 8  # faces per generator and classifier call (README, Streaming and start-up)
 FACES_AHEAD = 32  # faces detected and cropped ahead of the generator and classifier, by a background thread
@@ -68,49 +72,64 @@ class VideoResult:
 
 
 class Detector:
-    """Loads the models for one method once; `classify(path)` returns a VideoResult.
+    """The models of one method, loaded once (`from_weights`) and reused for every video: `classify(path)` returns
+    a VideoResult. The models run at `precision`, resolved for `device` (utils.runtime.choose_precision).
 
-    The models run at runtime.precision, resolved for `device` (utils.runtime.choose_precision).
+    `models` is what the JSON records about the weights (path and SHA-256 of each file); `step` and `margin` are
+    the frame sampling and the crop margin (faces.frame_step and faces.crop_margin).
     """
 
-    def __init__(self, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
-                 fake_threshold: float | None = None, fake_fraction: float | None = None,
-                 need_generator: bool = False, original_mri_rendering: bool = False,
-                 face_detector: FaceDetector | None = None):
-        # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
-        from utils.infer.classifier import classifier_from_checkpoint
-        from utils.infer.generator import load_generator
-        from utils.infer.transforms import eval_transform
+    def __init__(self, method: str, face_detector: FaceDetector, classifier: DeepFakeClassifier,
+                 generator: Generator | None, device: torch.device, precision: Precision, thresholds: dict,
+                 models: dict, step: int, margin: float, original_mri_rendering: bool = False):
+        from utils.infer.transforms import eval_transform  # it imports timm: not before the models load
 
-        if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
-        self.method, self.device, self.step = method, device, cfg["faces.frame_step"]
-        self.margin = cfg["faces.crop_margin"]
-        self.precision = choose_precision(cfg["runtime.precision"], device)
+        check_method(method)
+        if method == "MRI" and generator is None:
+            raise ValueError("method MRI classifies MRIs: it needs the MRI-GAN generator")
+        self.method, self.face_detector, self.classifier, self.generator = method, face_detector, classifier, generator
+        self.device, self.precision, self.thresholds, self.models = device, precision, thresholds, models
+        self.step, self.margin, self.original_mri_rendering = step, margin, original_mri_rendering
+        self.transform = eval_transform(classifier.input_size)
+
+    @classmethod
+    def from_weights(cls, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
+                     fake_threshold: float | None = None, fake_fraction: float | None = None,
+                     need_generator: bool = False, original_mri_rendering: bool = False,
+                     face_detector: FaceDetector | None = None) -> Detector:
+        """The Detector of `method` with the exported weights: the classifier's from `weights_dir` (default
+        <assets>/weights), and the generator's when the method or `need_generator` asks for it. Each file is read
+        once and hashed for the JSON. The face detector is built from the config unless given."""
+        # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
+        from utils.infer.classifier_weights import classifier_from_checkpoint
+        from utils.infer.generator import load_generator
+
+        check_method(method)
+        precision = choose_precision(cfg["runtime.precision"], device)
         classifier_path = ((weights_dir or cfg.path("assets") / "weights") / CLASSIFIER_FILES[method]).resolve()
         generator_path = (weights_dir / GENERATOR_FILE if weights_dir else cfg.asset("MRI_GAN.weights")).resolve()
         check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
                       f"--export (dataset {DATASET_OF_METHOD[method]})")
         checkpoint = read_checkpoint(classifier_path)
-        self.classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
+        classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
         # channels-last memory layout: about a third faster for EfficientNet on CPU (measured), same weights
-        self.classifier.to(device, memory_format=torch.channels_last).eval()
-        self.precision.cast_for_inference(self.classifier)
-        self.transform = eval_transform(self.classifier.input_size)
-        self.models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
-                                      "encoder": self.classifier.encoder_name}}
-        self.generator = None
+        classifier.to(device, memory_format=torch.channels_last).eval()
+        precision.cast_for_inference(classifier)
+        models = {"classifier": {"path": str(classifier_path), "sha256": sha256(classifier_path),
+                                 "encoder": classifier.encoder_name}}
+        generator = None
         if method == "MRI" or need_generator:
             check_weights(generator_path, "train the MRI-GAN (train_MRI_GAN.py) and copy its "
                           f"{BEST_G} to {GENERATOR_FILE}")
             # In bf16/fp16 the 218 MB of float32 weights are only read once, to cast them: mapped, not copied. In fp32
             # they are read, so that the process keeps no mapping of a file that may be overwritten meanwhile.
-            generator = load_generator(generator_path, device, mmap=self.precision.name != "fp32")
-            self.generator = self.precision.cast_for_inference(generator)
-            self.models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
-        self.original_mri_rendering = original_mri_rendering
-        self.thresholds = self._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
-        self.faces = face_detector or FaceDetector.from_config(cfg, device)
+            generator = load_generator(generator_path, device, mmap=precision.name != "fp32")
+            generator = precision.cast_for_inference(generator)
+            models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
+        thresholds = cls._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
+        face_detector = face_detector or FaceDetector.from_config(cfg, device)
+        return cls(method, face_detector, classifier, generator, device, precision, thresholds, models,
+                   cfg["faces.frame_step"], cfg["faces.crop_margin"], original_mri_rendering)
 
     @staticmethod
     def _thresholds(cfg: Config, checkpoint, fake_threshold, fake_fraction) -> dict:
@@ -136,8 +155,8 @@ class Detector:
         by default one is started here.
         """
         if faces is None:
-            with (SampledFrames(path, self.step, self.faces.batch_size) as frames,
-                  FaceStream(self.faces, frames, self.margin) as stream):
+            with (SampledFrames(path, self.step, self.face_detector.batch_size) as frames,
+                  FaceStream(self.face_detector, frames, self.margin) as stream):
                 return self.classify(path, save_mri, stream)
         if faces.step != self.step:
             raise ValueError(f"faces detected every {faces.step} frames, the detector samples every {self.step}")
@@ -218,17 +237,13 @@ class FaceStream:
     Leaving the `with` block stops the thread; the frames are the caller's to close.
     """
 
-    def __init__(self, detector: FaceDetector, frames: SampledFrames, margin: float, ahead: int = FACES_AHEAD):
-        self.step, self.detector = frames.step, detector
-        frames.keep_ahead(detector.batch_size)
-        self._faces = ReadAhead(detected_faces(detector, frames, margin), ahead)
+    def __init__(self, face_detector: FaceDetector, frames: SampledFrames, margin: float, ahead: int = FACES_AHEAD):
+        self.step = frames.step
+        frames.keep_ahead(face_detector.batch_size)
+        self._faces = ReadAhead(detected_faces(face_detector, frames, margin), ahead)
 
     def __iter__(self) -> ReadAhead:
         return self._faces
-
-    def waiting(self) -> int:
-        """How many faces are detected and not yet taken."""
-        return self._faces.waiting()
 
     def close(self) -> None:
         self._faces.close()
@@ -240,11 +255,11 @@ class FaceStream:
         self.close()
 
 
-def detected_faces(detector: FaceDetector, frames: SampledFrames,
+def detected_faces(face_detector: FaceDetector, frames: SampledFrames,
                    margin: float) -> Iterator[tuple[FaceRecord, np.ndarray]]:
     """(record, crop) of every face of every sampled frame; faces whose crop is empty are skipped."""
     fps = frames.info.fps
-    for index, frame, faces in detector.detect_frames(frames):
+    for index, frame, faces in face_detector.detect_frames(frames):
         for face_index, face in enumerate(faces):
             crop = crop_face(frame, face.box, margin)
             if crop is None:
@@ -265,7 +280,7 @@ class MRISaver:
 
     def add(self, records: list[FaceRecord], crops: list[np.ndarray], mris: list[np.ndarray]) -> None:
         for record, crop, mri in zip(records, crops, mris):
-            write_png(self.folder / f"{record.frame}_{record.face}.png", mri)
+            write_png(self.folder / crop_name(record.frame, record.face), mri)
             if len(self.top) < MONTAGE_FACES:
                 self.top.append(cv2.resize(crop, (MONTAGE_TILE, MONTAGE_TILE), interpolation=cv2.INTER_AREA))
                 self.bottom.append(cv2.resize(mri, (MONTAGE_TILE, MONTAGE_TILE), interpolation=cv2.INTER_AREA))
@@ -303,6 +318,11 @@ def timed(items: Iterable, timings: dict[str, float], name: str) -> Iterator:
 
 
 _END = object()
+
+
+def check_method(method: str) -> None:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose {' or '.join(METHODS)}")
 
 
 def check_weights(path: Path, how: str) -> None:

@@ -14,10 +14,11 @@ from torch import nn
 from models.mri_gan import Generator
 from utils.checkpoint import load_state, read_checkpoint
 from utils.errors import CheckpointError
+from utils.media.mri import MRI_SIZE
 from utils.names import GENERATOR_KEY
 from utils.runtime import Precision
 
-IMSIZE = 256  # the U-Net halves its input eight times down to 1x1
+IMSIZE = MRI_SIZE  # temporary old name for utils/train (mri_gan.py, compare_mri_gans.py) until the merge
 
 
 def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None,
@@ -80,7 +81,7 @@ def face_batch(faces: Sequence[np.ndarray]) -> torch.Tensor:
         if not (isinstance(face, np.ndarray) and face.dtype == np.uint8 and face.ndim == 3 and face.shape[2] == 3):
             raise ValueError(f"face {index}: expected an RGB uint8 HxWx3 array, got "
                              f"{getattr(face, 'dtype', type(face).__name__)} {getattr(face, 'shape', '')}")
-        tensors.append(image_tensor(Image.fromarray(face), IMSIZE))
+        tensors.append(image_tensor(Image.fromarray(face), MRI_SIZE))
     return torch.stack(tensors)
 
 

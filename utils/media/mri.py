@@ -7,7 +7,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-MRI_SIZE = 256
+MRI_SIZE = 256  # the side of an MRI and of the face the MRI-GAN reads: its U-Net halves it eight times to 1x1
 SIGMA = 1.5
 RADIUS = int(3.5 * SIGMA + 0.5)  # scipy's gaussian_filter truncates at 3.5 sigma: radius 5, 11 taps
 DATA_RANGE = 255.0

@@ -192,11 +192,6 @@ class ReadAhead:
             raise StopIteration
         return item
 
-    def waiting(self) -> int:
-        """How many items are produced and not yet taken."""
-        with self._changed:
-            return sum(1 for item, _ in self._items if item is not self._DONE)
-
     def keep_ahead(self, size: int) -> None:
         """From now on, produce at most `size` items ahead of the caller."""
         with self._changed:
@@ -230,10 +225,6 @@ class SampledFrames:
 
     def __iter__(self) -> ReadAhead:
         return self._frames
-
-    def waiting(self) -> int:
-        """How many frames are decoded and not yet taken."""
-        return self._frames.waiting()
 
     def keep_ahead(self, frames: int) -> None:
         """From now on, decode at most `frames` frames ahead of the caller."""
