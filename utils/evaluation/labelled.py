@@ -15,7 +15,7 @@ import pandas as pd
 
 from utils.config import Config
 from utils.errors import ConfigError
-from utils.evaluation.labels import CELEB_DF_TEST_LIST, Labels, Matched, match_videos, read_labels
+from utils.evaluation.label_files import CELEB_DF_TEST_LIST, Labels, Matched, match_videos, read_labels
 from utils.evaluation.metrics import frame_metrics, json_safe, video_metrics, video_verdicts
 from utils.evaluation.protocols import paper_protocol
 from utils.infer.detect import Detector
@@ -31,9 +31,9 @@ DEFINITIONS = ("fake is the positive class; frame level: a face is fake when p >
 
 
 def frame_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per face (video_id = the video's path, prob, label) from the per-video rows."""
+    """One row per face (video_id = the video's path, probability, label) from the per-video rows."""
     faces = [(row["path"], float(p), int(row["label"])) for row in rows for p in str(row["face_probabilities"]).split()]
-    return pd.DataFrame(faces, columns=["video_id", "prob", "label"])
+    return pd.DataFrame(faces, columns=["video_id", "probability", "label"])
 
 
 def labelled_metrics(rows: list[dict], thresholds: dict, grid: tuple[list, list]) -> dict:
@@ -43,7 +43,7 @@ def labelled_metrics(rows: list[dict], thresholds: dict, grid: tuple[list, list]
     frames = frame_table(rows)
     no_face = {row["path"]: int(row["label"]) for row in rows if not str(row["face_probabilities"]).split()}
     verdicts = video_verdicts(frames, thresholds["fake_threshold"], thresholds["fake_fraction"])
-    frame = frame_metrics(frames["label"], frames["prob"]) if len(frames) else {"n": 0}
+    frame = frame_metrics(frames["label"], frames["probability"]) if len(frames) else {"n": 0}
     video = video_metrics(verdicts, no_face)
     video["n_error"] = sum(row["status"] == "error" for row in rows)
     paper = None
