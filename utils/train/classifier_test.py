@@ -62,18 +62,6 @@ def frame_report(frames: pd.DataFrame) -> dict:
             "loss": losses["loss"], "fake_loss": losses["fake_loss"], "real_loss": losses["real_loss"]}
 
 
-def frame_report(frames: pd.DataFrame) -> dict:
-    """Frame-level metrics (utils.evaluation.metrics.frame_metrics: a face is fake when p > 0.5) plus the balanced loss
-    over the whole split: loss = mean of fake_loss and real_loss, each a mean over its own class."""
-    logits = torch.as_tensor(frames["logit"].to_numpy(dtype=np.float32))
-    labels = torch.as_tensor(frames["label"].to_numpy(dtype=np.float32))
-    meter = EpochMeter()
-    meter.update(logits, labels, balanced_bce_parts(logits, labels))
-    losses = meter.summary()
-    return {**frame_metrics(frames["label"], frames["probability"]),
-            "loss": losses["loss"], "fake_loss": losses["fake_loss"], "real_loss": losses["real_loss"]}
-
-
 def thresholds_for_test(cfg: Config, ctx: DistContext, checkpoint: dict, model, kind: str, batch_size: int,
                         precision: MixedPrecision) -> tuple[Thresholds, str]:
     """(the video rule's pair, where it comes from): the pair the checkpoint's validation chose; for a
