@@ -6,7 +6,7 @@ logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See RE
 from utils.cli import make_parser, run
 from utils.evaluation.classifier_report import format_report
 from utils.infer.export import export
-from utils.train.classifier_test import test
+from utils.train.classifier_testing import test
 from utils.train.classifier_training import train
 from utils.train.run import run_config, run_context
 
