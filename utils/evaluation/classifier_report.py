@@ -33,7 +33,7 @@ def tune_thresholds(frames: pd.DataFrame, cfg: Config) -> tuple[Thresholds, pd.D
 
 def video_report(frames: pd.DataFrame, split_videos: pd.DataFrame,
                  thresholds: Thresholds) -> tuple[pd.DataFrame, dict]:
-    """(one row per video of the split, video-level metrics) under the one video rule (utils.evaluation.metrics.video_rule).
+    """(one row per video of the split, video-level metrics) under the one video rule (utils.infer.rule.video_rule).
     Columns: video_id, label, n_faces, fake_fraction (share of its faces judged fake), mean_probability, verdict
     (1 = fake), n_fake, fake_prob (mean p of the fake faces: the ROC score), status.
 

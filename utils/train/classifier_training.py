@@ -66,7 +66,8 @@ class ClassifierTraining:
         # gradient, which DDP would take for a bug. Frozen, it is skipped by DDP and Adam alike.
         model.encoder.get_classifier().requires_grad_(False)
         self.model = wrap_model(model, ctx)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg["deep_fake.training.model_params.learning_rate"])
+        learning_rate = cfg["deep_fake.training.model_params.learning_rate"]
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=learning_rate)
         self.precision = classifier_precision(cfg, ctx.device)
         extra = {"model_params": model_params(cfg, model), "criterion": CRITERION, "log_dir": str(run_dir),
                  "model_class_name": type(model).__name__}
@@ -160,9 +161,9 @@ class ClassifierTraining:
                         if improved)
         print(f"epoch {epoch + 1}/{self.cfg['deep_fake.training.model_params.epochs']}: train loss "
               f"{row['train_loss']:.4f} acc {row['train_accuracy']:.3f} | valid loss {frame['loss']:.4f} acc "
-              f"{frame['accuracy']:.3f} AUC {frame['roc_auc']:.3f}, video acc {video['accuracy']:.3f} at fake_threshold "
-              f"{thresholds.fake_threshold} fake_fraction {thresholds.fake_fraction}{marks} ({train_seconds:.1f} s + "
-              f"{row['valid_seconds']:.1f} s)", flush=True)
+              f"{frame['accuracy']:.3f} AUC {frame['roc_auc']:.3f}, video acc {video['accuracy']:.3f} at "
+              f"fake_threshold {thresholds.fake_threshold} fake_fraction {thresholds.fake_fraction}{marks} "
+              f"({train_seconds:.1f} s + {row['valid_seconds']:.1f} s)", flush=True)
         self.write_plots()
 
     def write_plots(self) -> None:
