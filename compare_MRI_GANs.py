@@ -1,8 +1,12 @@
 """Several trained MRI-GAN generators on the same test faces of the MRI-GAN data set: one picture (face, target
 MRI, each generator's MRI, titled with its τ and mean test SSIM) and a CSV of their test scores beside it."""
 from utils.cli import config_from_args, make_parser, run
+from utils.evaluation.compare_generators import compare_generators, generator_tau
+from utils.media.mri import MRI_SIZE
 from utils.runtime import choose_device
-from utils.train.compare_mri_gans import compare_generators
+from utils.train.distributed import DistContext
+from utils.train.loaders import make_loader
+from utils.train.mri_gan_data import MRIDataset, sample_items, test_rows
 
 
 def build_parser():
@@ -16,7 +20,15 @@ def build_parser():
 def main() -> int:
     args = build_parser().parse_args()
     cfg = config_from_args(args)
-    picture, table = compare_generators(cfg, args.generators, args.out, choose_device(cfg["runtime.device"]))
+    seed, device = cfg["runtime.seed"], choose_device(cfg["runtime.device"])
+    taus = [generator_tau(path) for path in args.generators]  # every file is checked before anything runs
+    # the rows training scores on (the config's seed and frac); the picture shows test_sample_size/2 reals, then
+    # as many fakes
+    dataset = MRIDataset(test_rows(cfg), MRI_SIZE, seed, 0, flip=False)
+    loader = make_loader(dataset, cfg["MRI_GAN.model_params.batch_size"], DistContext(device=device), seed=seed,
+                         training=False, workers=cfg["runtime.loader_workers"])
+    samples = sample_items(dataset, max(1, cfg["MRI_GAN.model_params.test_sample_size"] // 2))
+    picture, table = compare_generators(args.generators, taus, loader, samples, args.out, device)
     print(f"wrote {picture} and {table}")
     return 0
 

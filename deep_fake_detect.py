@@ -4,8 +4,11 @@
 logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See README.
 """
 from utils.cli import make_parser, run
-from utils.train.classifier import export, format_report, test, train
-from utils.train.setup import run_config, run_context
+from utils.evaluation.classifier_report import format_report
+from utils.infer.export import export
+from utils.train.classifier_testing import test
+from utils.train.classifier_training import train
+from utils.train.run import run_config, run_context
 
 
 def build_parser():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from utils.cli import make_parser, run
 from utils.train.mri_gan import train
-from utils.train.setup import run_context
+from utils.train.run import run_context
 
 
 def build_parser():

@@ -35,8 +35,9 @@ from utils.demo.synthetic import dataset_config, make_dfdc_dataset  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
 from utils.infer.classifier_weights import build_classifier  # noqa: E402
 from utils.media.mri import MRI_SIZE  # noqa: E402
-from utils.train.classifier import ClassifierTraining, SplitData  # noqa: E402
-from utils.train.loop import DistContext  # noqa: E402
+from utils.train.classifier_data import SplitData  # noqa: E402
+from utils.train.classifier_training import ClassifierTraining  # noqa: E402
+from utils.train.distributed import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402
 
 # DFDC's training set (Dolhansky et al. 2020) and the paper's schedule (config.yml's defaults).
@@ -96,7 +97,7 @@ def mri_gan_step(folder: Path, batch_size: int) -> dict:
                                  "MRI_GAN.model_params.test_sample_size=2"])
     task = MRIGANTraining(cfg, DistContext(), None, tiny_tables(folder))
     images = (batch_size, 3, MRI_SIZE, MRI_SIZE)
-    batch = {"A": torch.rand(images) * 2 - 1, "B": torch.rand(images) * 2 - 1}
+    batch = {"face": torch.rand(images) * 2 - 1, "mri": torch.rand(images) * 2 - 1}
     return {"batch": batch_size, **time_calls(lambda: task.train_step(batch), 2)}
 
 

@@ -28,7 +28,7 @@ from utils.config import load_config  # noqa: E402
 from utils.fileio import write_png  # noqa: E402
 from utils.media.mri import MRI_SIZE  # noqa: E402
 from utils.runtime import choose_device, set_deterministic  # noqa: E402
-from utils.train.loop import DistContext  # noqa: E402
+from utils.train.distributed import DistContext  # noqa: E402
 from utils.train.mri_gan import MRIGANTraining  # noqa: E402
 
 
@@ -70,8 +70,8 @@ def main() -> int:
             task = MRIGANTraining(cfg, ctx, None, data)
             result["parameters"] = {"generator": sum(p.numel() for p in task.G.parameters()),
                                     "discriminator": sum(p.numel() for p in task.D.parameters())}
-            batch = {"A": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1,
-                     "B": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1}
+            batch = {"face": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1,
+                     "mri": torch.rand(batch_size, 3, MRI_SIZE, MRI_SIZE) * 2 - 1}
             timing = time_calls(lambda: task.train_step(batch), args.steps, ctx.device)
             result["seconds_per_step"][str(batch_size)] = timing
             print(f"batch {batch_size}: median {timing['median']:.3f} s per step", flush=True)

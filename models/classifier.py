@@ -54,14 +54,14 @@ class DeepFakeClassifier(nn.Module):
 
     `encoder` is the full timm model; its own 1000-way classifier is unused but kept, so the original
     checkpoints (keys encoder.*, classifier.0.*, classifier.3.*) load strictly. B0: 5,452,645 parameters.
-    Built with random weights; utils.infer.classifier.build_classifier fills the encoder (ImageNet, a file).
+    Built with random weights; utils.infer.classifier_weights.build_classifier fills the encoder (ImageNet, a file).
     """
 
     def __init__(self, encoder_name: str = "tf_efficientnet_b0_ns", drop_path_rate: float = 0.2):
         super().__init__()
         self.encoder_name = encoder_name
         self.input_size = input_size(encoder_name)
-        # Always built without weights: utils.infer.classifier.load_encoder_weights is the one place that loads them.
+        # Always built without weights: utils.infer.classifier_weights.load_encoder_weights is the one place that loads them.
         self.encoder = timm.create_model(timm_name(encoder_name), pretrained=False,
                                          drop_path_rate=drop_path_rate)
         num_features = self.encoder.num_features

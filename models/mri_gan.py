@@ -14,6 +14,7 @@ __all__ = [
     "Generator",
     "Discriminator",
     "init_weights",
+    "structural_similarity",
     "ssim_loss",
     "MRIGANLoss",
 ]
@@ -189,17 +190,20 @@ def init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
 
 
-def ssim_loss(fake: Tensor, real: Tensor, eps: float = 1e-8) -> Tensor:
-    """sqrt(1 - SSIM + eps) for images (B, C, H, W) in [-1, 1], H and W >= 11; returns a scalar.
+def structural_similarity(fake: Tensor, real: Tensor, per_image: bool = False) -> Tensor:
+    """SSIM of images (B, C, H, W) in [-1, 1], H and W >= 11: a scalar over the batch, or one value per image
+    (B,) with per_image. The images are mapped to [0, 255] (data range 255) and compared with an 11x11 Gaussian
+    window (sigma 1.5, valid convolution), K = (0.01, 0.03), per-channel means clipped at 0, averaged over
+    channels (and the batch)."""
+    return ssim((fake + 1) / 2 * 255, (real + 1) / 2 * 255, data_range=255, size_average=not per_image,
+                win_size=11, win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
 
-    SSIM is computed on the images mapped to [0, 255] with an 11x11 Gaussian window (sigma 1.5,
-    valid convolution), K = (0.01, 0.03), per-channel means clipped at 0, averaged over batch and
-    channels. eps keeps the gradient finite at SSIM = 1; the clamp guards against rounding above 1.
+
+def ssim_loss(fake: Tensor, real: Tensor, eps: float = 1e-8) -> Tensor:
+    """sqrt(1 - SSIM + eps) for images (B, C, H, W) in [-1, 1] (structural_similarity); returns a scalar.
+    eps keeps the gradient finite at SSIM = 1; the clamp guards against rounding above 1.
     """
-    fake_255 = (fake + 1) / 2 * 255
-    real_255 = (real + 1) / 2 * 255
-    similarity = ssim(fake_255, real_255, data_range=255, size_average=True, win_size=11,
-                      win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
+    similarity = structural_similarity(fake, real)
     return torch.sqrt(torch.clamp(1 - similarity, min=0) + eps)
 
 

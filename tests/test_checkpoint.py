@@ -13,10 +13,9 @@ import torch
 
 from models.mri_gan import Discriminator, Generator
 from tests.helpers import load_checkpoint, without_root_override
-from utils.checkpoint import read_checkpoint
+from utils.checkpoint import read_checkpoint, save_checkpoint
 from utils.config import PROJECT_ROOT
 from utils.errors import CheckpointError, ConfigError, OutputError
-from utils.train.loop import save_checkpoint
 
 
 class RunsAShellCommand:
@@ -146,7 +145,7 @@ def test_a_checkpoint_beyond_the_file_size_limit_is_an_output_error_and_leaves_n
 
 READ_IN_A_CHILD = """
 import resource, sys
-from utils.checkpoint import read_checkpoint
+from utils.checkpoint import read_checkpoint, save_checkpoint
 from utils.errors import CheckpointError
 locked, big = sys.argv[1:]
 for path in (locked, big):

@@ -36,8 +36,8 @@ from utils.errors import Interrupted, exit_code
 from utils.evaluation.metrics import grid_search
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
-from utils.train.classifier import train
-from utils.train.loop import DistContext
+from utils.train.classifier_training import train
+from utils.train.distributed import DistContext
 from utils.train.tensorboard import CLASSIFIER_EPOCH_TAGS
 
 SCRIPT, RUN_FOLDER = "deep_fake_detect.py", "deep_fake"
@@ -183,8 +183,7 @@ def test_test_reports_the_papers_protocol_beside_ours(plain_run):
     # the paper's pair is the grid's first best on the TEST faces (ours came from validation)
     frames = pd.read_csv(test_dir / "frame_predictions.csv", dtype={"video_id": str})
     cfg = load_config()
-    threshold, fraction, _ = grid_search(frames.rename(columns={"probability": "prob"}),
-                                         cfg["deep_fake.evaluation.grid_fake_threshold"],
+    threshold, fraction, _ = grid_search(frames, cfg["deep_fake.evaluation.grid_fake_threshold"],
                                          cfg["deep_fake.evaluation.grid_fake_fraction"])
     assert (paper["thresholds"]["fake_threshold"], paper["thresholds"]["fake_fraction"]) == (threshold, fraction)
     assert "test split" in paper["thresholds"]["source"]

@@ -10,7 +10,7 @@ import pytest
 from tests.helpers import free_port, run_together, srun_environment
 from utils.config import PROJECT_ROOT
 from utils.errors import ConfigError
-from utils.train.loop import local_rank_from_env
+from utils.train.distributed import local_rank_from_env
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -40,7 +40,7 @@ import sys, time
 import torch
 from utils.cli import run
 from utils.errors import ConfigError
-from utils.train.loop import broadcast_buffers, distributed_context, on_every_rank, once_per_node
+from utils.train.distributed import broadcast_buffers, distributed_context, on_every_rank, once_per_node
 
 def main():
     log = sys.argv[1]

@@ -15,9 +15,10 @@ from tests.helpers import run_folders, set_flags
 from tests.test_mri_gan_training import RUN_FOLDER, make_mri_gan_dataset, settings, tiny_config, weights_equal
 from utils.config import PROJECT_ROOT
 from utils.preprocess import jobs
-from utils.train.loop import DistContext, rng_state, set_rng_state
+from utils.train.distributed import DistContext
 from utils.train.mri_gan import train
-from utils.train.setup import config_for_resume
+from utils.train.rng import rng_state, set_rng_state
+from utils.train.run import config_for_resume
 
 pytestmark = pytest.mark.gpu
 CUDA = ["runtime.device=cuda"]

@@ -19,10 +19,11 @@ from tests.helpers import make_face_video
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import background, face_frames, make_celeb_df, swapped_photo, write_video
 from utils.errors import ConfigError
-from utils.evaluation.labels import match_videos, read_labels
+from utils.evaluation.classifier_report import video_report
+from utils.evaluation.label_files import match_videos, read_labels
 from utils.evaluation.metrics import frame_metrics
+from utils.infer.rule import Thresholds
 from utils.preprocess.mri_dataset import pair_groups
-from utils.train.classifier import SplitData, video_report
 
 
 def app(*args, timeout=300) -> subprocess.CompletedProcess:
@@ -153,9 +154,9 @@ def test_metrics_equal_the_classifier_tests_on_the_same_probabilities(scored):
                           for p in str(row.face_probabilities).split()], columns=["video_id", "label", "probability"])
     videos = pd.DataFrame({"video_id": rows["path"], "label": rows["label"].astype(int),
                            "n_faces": rows["n_faces"].astype(int), "status": rows["status"]})
-    split = SplitData("test", Path("."), faces, videos, rebuilt_by="--crop_faces")
     thresholds = report["thresholds"]
-    _, expected_video = video_report(faces, split, thresholds["fake_threshold"], thresholds["fake_fraction"])
+    _, expected_video = video_report(faces, videos, Thresholds(thresholds["fake_threshold"],
+                                                               thresholds["fake_fraction"]))
     expected_frame = frame_metrics(faces["label"], faces["probability"])
     for ours, expected in ((report["video"], expected_video), (report["frame"], expected_frame)):
         for key, value in expected.items():

@@ -106,7 +106,7 @@ FACES = {
 
 
 def frame_table(with_labels=True):
-    rows = [{"video_id": vid, "prob": p, "label": label} for vid, (label, probs) in FACES.items() for p in probs]
+    rows = [{"video_id": vid, "probability": p, "label": label} for vid, (label, probs) in FACES.items() for p in probs]
     table = pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # order must not matter
     return table if with_labels else table.drop(columns="label")
 

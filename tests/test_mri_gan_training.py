@@ -36,10 +36,11 @@ from utils.errors import ConfigError, DataFileError, NonFiniteLoss, exit_code
 from utils.evaluation.figures import plot_mri_gan_runs
 from utils.fileio import write_png
 from utils.media.mri import compute_mri
-from utils.train.loop import DistContext, make_loader
+from utils.train.distributed import DistContext
+from utils.train.loaders import make_loader
 from utils.train.mri_gan import MRIGANTraining, read_data, train
 from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split
-from utils.train.setup import config_for_resume
+from utils.train.run import config_for_resume
 
 SCRIPT, RUN_FOLDER = "train_MRI_GAN.py", "MRI_GAN"
 TINY = ["MRI_GAN.model_params.ngf=8", "MRI_GAN.model_params.ndf=8", "MRI_GAN.model_params.batch_size=2",
@@ -168,10 +169,10 @@ def test_items_are_normalised_256_pairs_flipped_together(data, tmp_path):
     flipped = []
     for index in range(len(rows)):
         a, b = plain[index], flipping[index]
-        assert a["A"].shape == a["B"].shape == (3, 256, 256) and -1 <= a["A"].min() and a["A"].max() <= 1
-        face_flipped = torch.equal(b["A"], a["A"].flip(-1))
-        assert face_flipped == torch.equal(b["B"], a["B"].flip(-1)) or a["fake"] == 0  # blank MRI is symmetric
-        assert face_flipped or torch.equal(b["A"], a["A"])
+        assert a["face"].shape == a["mri"].shape == (3, 256, 256) and -1 <= a["face"].min() and a["face"].max() <= 1
+        face_flipped = torch.equal(b["face"], a["face"].flip(-1))
+        assert face_flipped == torch.equal(b["mri"], a["mri"].flip(-1)) or a["fake"] == 0  # blank MRI is symmetric
+        assert face_flipped or torch.equal(b["face"], a["face"])
         flipped.append(face_flipped)
     assert any(flipped) and not all(flipped)
 
@@ -403,7 +404,7 @@ def test_checkpoints_record_the_precision_and_a_resume_that_changes_it_says_so(f
     assert checkpoint["precision"] == "fp32"  # the paper's training precision, unless --precision says otherwise
     cfg, _ = config_for_resume(str(full_run / "checkpoint.chkpt"), [])
     task = MRIGANTraining(cfg, DistContext(), None, read_data(cfg))
-    with caplog.at_level(logging.WARNING, logger="utils.train.loop"):
+    with caplog.at_level(logging.WARNING, logger="utils.train.trainer"):
         task.restore(checkpoint, "cpu_run/checkpoint.chkpt")
         assert not caplog.records and task.trainer.resume_record["exact"]
         task.restore({**checkpoint, "precision": "fp16"}, "gpu_run/checkpoint.chkpt")

@@ -20,7 +20,7 @@ VIDEOS = {
 
 
 def frame_table() -> pd.DataFrame:
-    return pd.DataFrame([{"video_id": video, "prob": p, "label": label}
+    return pd.DataFrame([{"video_id": video, "probability": p, "label": label}
                          for (video, label), probs in VIDEOS.items() for p in probs])
 
 

@@ -129,7 +129,7 @@ def test_run_folder_records_config_and_versions(tmp_path):
 
 
 def test_training_reproduces_the_papers_fp32_unless_asked():
-    from utils.train.loop import MixedPrecision, training_precision
+    from utils.train.precision import MixedPrecision, training_precision
 
     cpu = torch.device("cpu")
     paper = load_config()  # fp16: true with apex opt_level O0, as the original: FP32
@@ -147,7 +147,7 @@ def test_training_reproduces_the_papers_fp32_unless_asked():
 
 
 def test_a_bf16_training_step_computes_in_bf16_and_updates_the_weights():
-    from utils.train.loop import MixedPrecision, training_precision
+    from utils.train.precision import MixedPrecision, training_precision
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten(), torch.nn.LazyLinear(1))

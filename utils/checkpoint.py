@@ -1,5 +1,5 @@
-"""Read checkpoint files safely (torch.load with weights_only=True) and load their state dicts into models.
-Handles our checkpoints and the original project's released ones; every failure is one line naming the file."""
+"""Checkpoint files: written atomically, read safely (torch.load with weights_only=True), their weights loaded into
+models. Handles our checkpoints and the original project's released ones; every failure is one line naming the file."""
 from __future__ import annotations
 
 import pathlib
@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from utils.errors import CheckpointError
+from utils.fileio import write_stream
 
 # Where a checkpoint dict keeps a model's weights: ours and the original project's key names.
 STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_state_dict", "state_dict")
@@ -18,6 +19,12 @@ STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_st
 # The only classes beyond tensors and plain containers allowed while unpickling: the original stored
 # log folders as pathlib paths (README, Differences #11). Rebuilding a path from strings runs no code.
 ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
+
+
+def save_checkpoint(path: str | Path, state: dict) -> Path:
+    """torch.save to a temporary name, then rename: a crash never leaves a half-written checkpoint, and a
+    failed write (disk full, quota) is an OutputError naming the file."""
+    return write_stream(path, lambda handle: torch.save(state, handle))
 
 
 def read_checkpoint(path: str | Path, mmap: bool = False) -> Any:

@@ -337,22 +337,25 @@ def new_run_dir(cfg: Config, *parts: str) -> Path:
     Two runs started in the same second get distinct folders (a numeric suffix is added).
     """
     root = cfg.path("logging.root_log_dir")
-    stamp = datetime.now().strftime("%Y%m%d_%H%M%S")
     with writing(root):
-        root.mkdir(parents=True, exist_ok=True)
-        for attempt in range(1000):
-            run_root = root / (stamp if attempt == 0 else f"{stamp}_{attempt}")
-            try:
-                run_root.mkdir()
-                break
-            except FileExistsError:
-                continue
-        else:
-            raise RuntimeError(f"could not create a new run folder under {root}")
+        run_root = fresh_folder(root / datetime.now().strftime("%Y%m%d_%H%M%S"), first_suffix=1)
         record_run(run_root, cfg)
         run_dir = run_root.joinpath(*parts)
         run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def fresh_folder(base: Path, first_suffix: int = 2) -> Path:
+    """Create and return `base`, or the first of base_<first_suffix>, base_<first_suffix + 1>, ... not taken yet:
+    earlier results are never overwritten."""
+    for attempt in range(first_suffix - 1, 1000):
+        folder = base if attempt == first_suffix - 1 else base.with_name(f"{base.name}_{attempt}")
+        try:
+            folder.mkdir(parents=True)
+            return folder
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free folder name next to {base}")
 
 
 def record_run(run_root: Path, cfg: Config) -> None:

@@ -1,2 +1,2 @@
-"""Evaluation: frame- and video-level metrics, the threshold grid search and ROC plots (scikit-learn, matplotlib).
-Imported by the trainers; never on the app's default path."""
+"""Evaluation: metrics, the threshold grid search, ROC plots and reports, MRI-GAN scores and comparisons (scikit-learn,
+matplotlib). Imported by the trainers; never on the app's default path."""

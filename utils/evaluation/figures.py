@@ -15,26 +15,11 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from utils.errors import ConfigError
 from utils.evaluation.protocols import CLASS_NAMES, confusion_matrices
-from utils.fileio import atomic_path, write_csv, write_text
+from utils.fileio import write_csv, write_text
 from utils.names import METHOD_OF_DATASET
+from utils.plotting import new_figure, save_png
 
 EWM_ALPHA = 0.01  # the original's smoothing of every curve
-
-
-def _figure(width: float, height: float):
-    """A matplotlib Figure on the Agg canvas: no display and no pyplot global state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
-
-
-def _save(figure, path: Path) -> Path:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
 
 
 def draw_confusion(axes, matrix: np.ndarray, title: str, normalised: bool) -> None:
@@ -61,10 +46,10 @@ def write_confusion(out_dir: Path, prefix: str, labels: Sequence[int], predictio
         csv_path = out_dir / f"{prefix}_{names[f'model_conf_matrix{kind}_csv']}"
         png_path = out_dir / f"{prefix}_{names[f'model_conf_matrix{kind}_png']}"
         written.append(write_csv(csv_path, table, index=True))
-        figure = _figure(4, 3.6)
+        figure = new_figure(4, 3.6)
         subtitle = "row-normalised" if is_normalised else "counts"
         draw_confusion(figure.add_subplot(), table.to_numpy(), f"{title}\n{subtitle}", is_normalised)
-        written.append(_save(figure, png_path))
+        written.append(save_png(figure, png_path))
     return written
 
 
@@ -125,7 +110,7 @@ def plot_mri_gan_runs(run_folders: Sequence[str | Path], out_dir: str | Path) ->
     out_dir = Path(out_dir)
     written = []
     for file_name, y_label, table_name, column in MRI_GAN_CURVES:
-        figure = _figure(7, 4.5)
+        figure = new_figure(7, 4.5)
         axes = figure.add_subplot()
         for index, run in enumerate(runs):
             table = getattr(run, table_name)
@@ -136,7 +121,7 @@ def plot_mri_gan_runs(run_folders: Sequence[str | Path], out_dir: str | Path) ->
         axes.set(xlabel="global step", ylabel=y_label, title=f"{y_label}: raw and EWM (α = {EWM_ALPHA})")
         axes.grid(alpha=0.3)
         axes.legend()
-        written.append(_save(figure, out_dir / file_name))
+        written.append(save_png(figure, out_dir / file_name))
     summary = pd.DataFrame([{
         "run": str(run.folder), "tau": run.tau, "epochs": int(run.epochs["epoch"].max()),
         "steps": int(run.steps["step"].max()), "best_test_ssim": float(run.epochs["test_ssim"].max()),
@@ -215,7 +200,7 @@ def plot_classifier_tests(test_folders: Sequence[str | Path], out_dir: str | Pat
     names = [test.method if [t.method for t in tests].count(test.method) == 1 else f"{test.method} ({test.folder.name})"
              for test in tests]
     out_dir = Path(out_dir)
-    figure = _figure(5.5, 5)
+    figure = new_figure(5.5, 5)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     for name, test in zip(names, tests):
@@ -226,9 +211,9 @@ def plot_classifier_tests(test_folders: Sequence[str | Path], out_dir: str | Pat
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
              ylabel="True positive rate (fake called fake)", title="Test videos: ROC (score = mean p of fake faces)")
     axes.legend(loc="lower right")
-    written = [_save(figure, out_dir / "roc.png")]
+    written = [save_png(figure, out_dir / "roc.png")]
 
-    figure = _figure(3.6 * len(tests), 6.8)
+    figure = new_figure(3.6 * len(tests), 6.8)
     grid = figure.subplots(2, len(tests), squeeze=False)
     for column, (name, test) in enumerate(zip(names, tests)):
         video = test.metrics["video"]
@@ -238,7 +223,7 @@ def plot_classifier_tests(test_folders: Sequence[str | Path], out_dir: str | Pat
         draw_confusion(grid[0, column], ours, f"{name}: ours", normalised=True)
         draw_confusion(grid[1, column], test.metrics["paper"]["confusion_matrix_normalized"], f"{name}: paper's",
                        normalised=True)
-    written.append(_save(figure, out_dir / "confusion_matrices.png"))
+    written.append(save_png(figure, out_dir / "confusion_matrices.png"))
 
     table = pd.DataFrame([row for name, test in zip(names, tests) for row in table_rows(test, name)],
                          columns=TABLE_COLUMNS)

@@ -15,10 +15,11 @@ import pandas as pd
 
 from utils.config import Config
 from utils.errors import ConfigError
-from utils.evaluation.labels import CELEB_DF_TEST_LIST, Labels, Matched, match_videos, read_labels
+from utils.evaluation.label_files import CELEB_DF_TEST_LIST, Labels, Matched, match_videos, read_labels
 from utils.evaluation.metrics import frame_metrics, json_safe, video_metrics, video_verdicts
 from utils.evaluation.protocols import paper_protocol
 from utils.infer.detect import Detector
+from utils.infer.rule import Thresholds
 from utils.infer.folder import score_folder
 
 SUMMARY_METRICS = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "roc_auc": "auc", "average_precision": "ap",
@@ -31,19 +32,19 @@ DEFINITIONS = ("fake is the positive class; frame level: a face is fake when p >
 
 
 def frame_table(rows: list[dict]) -> pd.DataFrame:
-    """One row per face (video_id = the video's path, prob, label) from the per-video rows."""
+    """One row per face (video_id = the video's path, probability, label) from the per-video rows."""
     faces = [(row["path"], float(p), int(row["label"])) for row in rows for p in str(row["face_probabilities"]).split()]
-    return pd.DataFrame(faces, columns=["video_id", "prob", "label"])
+    return pd.DataFrame(faces, columns=["video_id", "probability", "label"])
 
 
-def labelled_metrics(rows: list[dict], thresholds: dict, grid: tuple[list, list]) -> dict:
+def labelled_metrics(rows: list[dict], thresholds: Thresholds, grid: tuple[list, list]) -> dict:
     """Frame- and video-level metrics of the labelled rows, as deep_fake_detect.py --test_saved_model computes them
     (ours, with the given thresholds), and the paper's protocol under "paper": the `grid` of (fake thresholds,
     fake fractions) searched on this very set, videos without a face dropped."""
     frames = frame_table(rows)
     no_face = {row["path"]: int(row["label"]) for row in rows if not str(row["face_probabilities"]).split()}
-    verdicts = video_verdicts(frames, thresholds["fake_threshold"], thresholds["fake_fraction"])
-    frame = frame_metrics(frames["label"], frames["prob"]) if len(frames) else {"n": 0}
+    verdicts = video_verdicts(frames, thresholds.fake_threshold, thresholds.fake_fraction)
+    frame = frame_metrics(frames["label"], frames["probability"]) if len(frames) else {"n": 0}
     video = video_metrics(verdicts, no_face)
     video["n_error"] = sum(row["status"] == "error" for row in rows)
     paper = None
@@ -92,14 +93,16 @@ def summary_lines(method: str, report: dict) -> list[str]:
 
 def evaluation_report(method: str, labels: Labels, matched: Matched, rows: list[dict], thresholds: dict,
                       grid: tuple[list, list], models: dict, leak: dict | None) -> dict:
+    """The report of a labelled folder; `thresholds` is the app's choice with the source of each value."""
     labelled = [row for row in rows if row.get("label", "") != ""]
+    pair = Thresholds(thresholds["fake_threshold"], thresholds["fake_fraction"])
     return {
         "method": method, "labels": {"file": str(labels.path), "format": labels.format},
         "thresholds": thresholds, "models": models, "definitions": DEFINITIONS,
         "videos": {"labelled": len(matched.labels), "scored": len(labelled),
                    "unlabelled": len(matched.unlabelled), "unlabelled_videos": [str(v) for v in matched.unlabelled],
                    "labels_without_video": len(matched.missing), "missing_videos": matched.missing},
-        **labelled_metrics(labelled, thresholds, grid),
+        **labelled_metrics(labelled, pair, grid),
         "mri_gan_leakage": leak,
     }
 

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score, roc_curve
 
-from utils.fileio import atomic_path
 from utils.infer.rule import video_rule
+from utils.plotting import new_figure, save_png
 
 
 def _ratio(numerator: float, denominator: float) -> float:
@@ -82,14 +82,14 @@ def eer(labels: Sequence[int], scores: Sequence[float]) -> float:
 
 def _video_groups(frame_table: pd.DataFrame) -> tuple[list, list[np.ndarray], list | None]:
     """(video ids, per-video probability arrays, per-video labels or None), videos sorted by id."""
-    missing = {"video_id", "prob"} - set(frame_table.columns)
+    missing = {"video_id", "probability"} - set(frame_table.columns)
     if missing:
         raise ValueError(f"frame table lacks column(s) {sorted(missing)}")
     ids, probs, labels = [], [], []
     has_label = "label" in frame_table.columns
     for video_id, group in frame_table.groupby("video_id", sort=True):
         ids.append(video_id)
-        probs.append(group["prob"].to_numpy(dtype=float))
+        probs.append(group["probability"].to_numpy(dtype=float))
         if has_label:
             video_labels = group["label"].unique()
             if len(video_labels) != 1:
@@ -119,7 +119,7 @@ def _verdict_table(ids, probs, labels, fake_threshold: float, fake_fraction: flo
 
 
 def video_verdicts(frame_table: pd.DataFrame, fake_threshold: float, fake_fraction: float) -> pd.DataFrame:
-    """One row per video (sorted by video_id) from a per-face table with columns video_id, prob and
+    """One row per video (sorted by video_id) from a per-face table with columns video_id, probability and
     optionally label: video_id, n_faces, n_fake, fake_fraction_observed, mean_prob, fake_prob,
     verdict (1 = fake, by video_rule) and label when given."""
     return _verdict_table(*_video_groups(frame_table), fake_threshold, fake_fraction)
@@ -182,12 +182,8 @@ def json_safe(metrics: dict) -> dict:
 
 def roc_png(labels: Sequence[int], scores: Sequence[float], path: str | Path, title: str) -> Path:
     """Save the ROC curve (with its AUC and EER in the legend) as a PNG, atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     labels = np.asarray(labels, dtype=int)
-    figure = Figure(figsize=(5, 5), dpi=100)
-    FigureCanvasAgg(figure)  # the Agg canvas: no display and no pyplot global state
+    figure = new_figure(5, 5, constrained=False)
     axes = figure.add_subplot()
     axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance")
     if labels.size and labels.min() != labels.max():
@@ -199,7 +195,4 @@ def roc_png(labels: Sequence[int], scores: Sequence[float], path: str | Path, ti
     axes.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="False positive rate (real called fake)",
              ylabel="True positive rate (fake called fake)", title=title)
     axes.legend(loc="lower right")
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    return path
+    return save_png(figure, path)

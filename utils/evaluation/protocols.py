@@ -59,7 +59,8 @@ def notebook_rates(normalised: pd.DataFrame | np.ndarray) -> dict:
 
 def paper_protocol(frame_table: pd.DataFrame, thresholds: Sequence[float], fractions: Sequence[float],
                    n_without_face: int = 0) -> tuple[dict, pd.DataFrame]:
-    """The paper's protocol on a test split's faces (columns video_id, prob, label; one row per face crop).
+    """The paper's protocol on a test split's faces (columns video_id, probability, label; one row per
+    face crop).
 
     Videos without a face are not in the table, so they are dropped, as the original did. The video rule's grid
     is searched on these same test videos by plain video accuracy (thresholds-major, first best), and at the

@@ -22,7 +22,7 @@ from utils.checkpoint import read_checkpoint
 from utils.config import Config
 from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
-from utils.infer.rule import video_rule
+from utils.infer.rule import Thresholds, video_rule
 from utils.media.faces import FaceDetector, crop_face, crop_name
 from utils.media.video import ReadAhead, SampledFrames
 from utils.names import BEST_G, CLASSIFIER_FILES, DATASET_OF_METHOD, GENERATOR_FILE, METHODS
@@ -134,15 +134,15 @@ class Detector:
     @staticmethod
     def _thresholds(cfg: Config, checkpoint, fake_threshold, fake_fraction) -> dict:
         """Command line first, then the validation-tuned pair exported with the classifier, then config."""
-        tuned = checkpoint.get("thresholds") if isinstance(checkpoint, dict) else None
+        tuned, configured = Thresholds.stored_in(checkpoint), Thresholds.from_config(cfg)
         chosen = {}
         for name, given in (("fake_threshold", fake_threshold), ("fake_fraction", fake_fraction)):
             if given is not None:
                 chosen[name], source = float(given), "command line"
-            elif isinstance(tuned, dict) and name in tuned:
-                chosen[name], source = float(tuned[name]), "validation-tuned (exported with the classifier)"
+            elif tuned is not None:
+                chosen[name], source = getattr(tuned, name), "validation-tuned (exported with the classifier)"
             else:
-                chosen[name], source = cfg[f"deep_fake.evaluation.{name}"], "config"
+                chosen[name], source = getattr(configured, name), "config"
             chosen[f"{name}_source"] = source
         return chosen
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.csv_log import CsvLog
 from utils.errors import ConfigError
-from utils.fileio import atomic_path
 from utils.infer.detect import Detector, VideoResult, classify_videos
 
 APP_COLUMNS = ["path", "verdict", "probability", "n_faces", "status", "error"]
@@ -29,42 +29,13 @@ def app_row(result: VideoResult, label: int | None = None) -> dict:
     return row
 
 
-class RowLog:
-    """The per-video CSV: rows already written (complete lines only; a line cut by a kill is dropped and redone)
-    and an append-only writer that flushes each row."""
-
-    def __init__(self, path: Path, columns: list[str]):
-        self.path, self.columns = path, columns
-        self.rows: list[dict] = []
-        if path.is_file() and path.stat().st_size:
-            with open(path, newline="", encoding="utf-8") as handle:
-                reader = csv.DictReader(handle)
-                if reader.fieldnames != columns:
-                    raise ConfigError(f"--output_csv {path}: written by another kind of run (columns "
-                                      f"{reader.fieldnames}); choose a new file")
-                self.rows = [row for row in reader if None not in row.values() and row["status"]]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # rewritten without a line cut by a kill, atomically: a kill now loses none of the finished rows
-        with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        self._handle = open(path, "a", newline="", encoding="utf-8")
-        self._writer = csv.DictWriter(self._handle, fieldnames=columns)
-
-    def done(self) -> set[str]:
-        return {row["path"] for row in self.rows}
-
-    def append(self, row: dict) -> None:
-        self._writer.writerow(row)
-        self._handle.flush()
-        self.rows.append({key: str(value) for key, value in row.items()})  # as a re-run reads them back
-
-    def close(self) -> None:
-        self._handle.close()
-
-
-
+def open_folder_log(path: Path, columns: list[str]) -> CsvLog:
+    """The per-video CSV of a folder run, restarted with the rows a killed run finished (complete lines with a
+    status; a line cut by a kill is dropped and its video redone)."""
+    try:
+        return CsvLog(path, columns, keep=lambda row: bool(row["status"]), strict_columns=True)
+    except ConfigError as exc:
+        raise ConfigError(f"--output_csv {exc}") from None
 
 
 def score_folder(detector: Detector, videos: list[Path], labels: dict[Path, int] | None = None,
@@ -72,8 +43,8 @@ def score_folder(detector: Detector, videos: list[Path], labels: dict[Path, int]
     """Classify every video not yet in `out_csv`; print each row as CSV and append it to `out_csv`.
     With `labels`, only the labelled videos are scored. Returns (every row, old and new; this run's results)."""
     columns = LABELLED_COLUMNS if labels is not None else APP_COLUMNS
-    log = RowLog(out_csv, columns) if out_csv else None
-    done = log.done() if log else set()
+    log = open_folder_log(out_csv, columns) if out_csv else None
+    done = log.done("path") if log else set()
     todo = [video for video in videos if str(video) not in done and (labels is None or video in labels)]
     if done:
         print(f"{len(done)} video(s) already in {out_csv}: skipped", file=sys.stderr)
@@ -92,4 +63,5 @@ def score_folder(detector: Detector, videos: list[Path], labels: dict[Path, int]
     finally:
         if log:
             log.close()
-    return (log.rows if log else rows), results
+    # every row as a re-run reads them back: the finished ones from the file, this run's as strings
+    return ([*log.kept, *({key: str(value) for key, value in row.items()} for row in rows)] if log else rows), results

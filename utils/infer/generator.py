@@ -18,7 +18,6 @@ from utils.media.mri import MRI_SIZE
 from utils.names import GENERATOR_KEY
 from utils.runtime import Precision
 
-IMSIZE = MRI_SIZE  # temporary old name for utils/train (mri_gan.py, compare_mri_gans.py) until the merge
 
 
 def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None,

@@ -1,2 +1,2 @@
-"""Training: the shared loop and run sequence, the MRI-GAN and classifier trainers and their data sets.
-Never imports preprocessing code."""
+"""Training: processes, loaders, RNG, precision, the Trainer and run sequence, the MRI-GAN and classifier trainers,
+their data sets and the classifier's test. Never imports preprocessing code."""

@@ -1,8 +1,9 @@
-"""Classifier data: frame-label CSVs, the face/MRI image dataset, its transforms, the balanced loss.
-The original's, without its bugs in augmentation, loss, accuracy, bad files and subsets
-(README, Differences #14, #16)."""
+"""Classifier data: the splits (frame-label and per-video CSVs), the face/MRI image dataset and its loader and
+transforms, the balanced loss. The original's, without its bugs in augmentation, loss, accuracy, bad files and
+subsets (README, Differences #14, #16)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -16,10 +17,14 @@ from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from utils.errors import DataFileError, FrameReadError
+from utils.config import Config
+from utils.datasets import frame_label_csvs, frame_label_keys
+from utils.errors import ConfigError, DataFileError, FrameReadError
 from utils.fileio import read_csv_intermediate
 from utils.infer.transforms import eval_steps
 from utils.media.images import read_image
+from utils.train.distributed import DistContext
+from utils.train.loaders import make_loader
 
 FRAME_LABEL_COLUMNS = ("video_id", "frame", "label")
 TRANSFORMS = ("eval", "simple", "complex")
@@ -178,3 +183,52 @@ class EpochMeter:
         for name, total in self.sums.items():
             result[name] = total / self.counts[name] if self.counts[name] else float("nan")
         return result
+
+
+@dataclass
+class SplitData:
+    """One split of the classifier data set: the image root, its face images and every video of the split."""
+
+    split: str
+    root: Path
+    frames: pd.DataFrame  # video_id, frame, label: one row per face image
+    videos: pd.DataFrame  # video_id, label, n_faces, status: one row per video, with or without faces
+    rebuilt_by: str  # the data_preprocess.py flag that writes its images
+
+
+def read_split(cfg: Config, split: str, kind: str) -> SplitData:
+    """A split as written by data_preprocess.py --gen_deepfake_metadata, subset to deep_fake.training.<split>_size
+    of its videos (seeded, stratified). Missing files are a ConfigError naming the key to fix."""
+    root, frames_csv, videos_csv = frame_label_csvs(cfg, split, kind)
+    root_key, csv_key = frame_label_keys(split, kind)
+    for path in (frames_csv, videos_csv):
+        if not path.is_file():
+            raise ConfigError(f"config key '{csv_key}': {path} not found (write it with data_preprocess.py "
+                              f"--gen_deepfake_metadata, or pass --set {csv_key}=PATH)")
+    cfg.require_exists(root_key)
+    frames = read_frame_labels(frames_csv)
+    videos = read_video_table(videos_csv)
+    size = cfg[f"deep_fake.training.{split}_size"]
+    if size < 1:
+        videos = subset_videos(videos, size, cfg["runtime.seed"])  # one row per video: whole videos are kept
+        frames = frames[frames["video_id"].isin(videos["video_id"])].reset_index(drop=True)
+    if frames.empty:
+        raise ConfigError(f"config key '{csv_key}': {frames_csv} lists no face image for the {split} split")
+    return SplitData(split, root, frames, videos, "--crop_faces" if kind == "plain" else "--gen_dfdc_mri")
+
+
+def read_video_table(csv_path: Path) -> pd.DataFrame:
+    """The per-video CSV (video_id, label, n_faces, status) with string ids."""
+    table = read_csv_intermediate(csv_path, "--gen_deepfake_metadata", dtype={"video_id": str, "status": str})
+    missing = [c for c in ("video_id", "label", "n_faces", "status") if c not in table.columns]
+    if missing:
+        raise ConfigError(f"{csv_path}: missing column(s) {missing}; expected video_id, label, n_faces, status")
+    return table.astype({"label": int, "n_faces": int})
+
+
+def frame_loader(data: SplitData, transform, batch_size: int, ctx: DistContext, seed: int, workers: int, *,
+                 label_smoothing: float = 0.0, epoch: int = 0, skip_batches: int = 0, training: bool = False):
+    dataset = FrameDataset(data.frames, data.root, transform, label_smoothing=label_smoothing,
+                           rebuilt_by=data.rebuilt_by)
+    return make_loader(dataset, batch_size, ctx, seed=seed, epoch=epoch, workers=workers, shuffle=training,
+                       training=training, skip_batches=skip_batches)

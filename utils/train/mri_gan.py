@@ -1,47 +1,38 @@
 """The MRI-GAN trainer: models, one G-then-D step, the end-of-epoch test scores, samples and curves, on top of
-the shared loop (utils.train.loop) and run sequence (utils.train.setup). train_MRI_GAN.py calls `train`."""
+the shared Trainer (utils.train.trainer) and run sequence (utils.train.run). train_MRI_GAN.py calls `train`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
 import torch
-from pytorch_msssim import ssim
 from torch import nn
 
 from models.mri_gan import Discriminator, Generator, MRIGANLoss, init_weights
 from utils.checkpoint import read_checkpoint
 from utils.config import Config
+from utils.csv_log import CsvLog
 from utils.errors import ConfigError
+from utils.evaluation.generator_scores import score_generator
 from utils.fileio import write_json
-from utils.infer.generator import IMSIZE, eval_mode, to_uint8
+from utils.infer.generator import eval_mode, to_uint8
+from utils.media.mri import MRI_SIZE
+from utils.media.grid import save_image_grid
 from utils.names import BEST_D, BEST_G, DISCRIMINATOR_KEY, GENERATOR_KEY, PERIODIC
-from utils.train.loop import (
-    CsvLog,
-    DistContext,
-    MixedPrecision,
-    training_precision,
-    Trainer,
-    all_reduce_sum,
-    broadcast_buffers,
-    make_loader,
-    no_sync,
-    on_every_rank,
-    plot_curves,
-    progress,
-    save_image_grid,
-    seed_process,
-    unwrap,
-    wrap_model,
-)
-from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split, sample_items
-from utils.train.setup import open_run_logs, per_process_batch, run_training
+from utils.plotting import plot_curves
+from utils.train.distributed import (DistContext, all_reduce_sum, broadcast_buffers, no_sync, on_every_rank, unwrap,
+                                     wrap_model)
+from utils.train.loaders import make_loader, progress
+from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split, sample_items, test_rows
+from utils.train.precision import MixedPrecision, training_precision
+from utils.train.rng import seed_process
+from utils.train.run import per_process_batch, run_training
 from utils.train.tensorboard import TensorBoardLog
+from utils.train.trainer import Trainer, resumed_log
 
 STEP_COLUMNS = ["epoch", "batch", "step", "loss_G", "loss_GAN", "loss_pixel", "loss_ssim",
                 "loss_D", "loss_real", "loss_fake"]
 EPOCH_COLUMNS = ["epoch", "step", "test_ssim", "test_pixel", "test_loss_G", "test_loss_D", "best_G", "best_D"]
-P = "MRI_GAN.model_params."
 
 
 class MRIGANTraining:
@@ -53,29 +44,34 @@ class MRIGANTraining:
 
     def __init__(self, cfg: Config, ctx: DistContext, run_dir: Path | None, data: tuple):
         self.cfg, self.ctx, self.run_dir = cfg, ctx, run_dir
-        self.seed, self.frac = cfg["runtime.seed"], cfg[P + "frac"]
-        self.batch_size = per_process_batch(cfg[P + "batch_size"], ctx.world_size, P + "batch_size")
+        self.seed, self.frac = cfg["runtime.seed"], cfg["MRI_GAN.model_params.frac"]
+        self.batch_size = per_process_batch(cfg["MRI_GAN.model_params.batch_size"], ctx.world_size,
+                                            "MRI_GAN.model_params.batch_size")
         (self.train_reals, self.train_fakes), test_table = data
-        self.test_set = MRIDataset(test_table, IMSIZE, self.seed, 0, flip=False)
+        self.test_set = MRIDataset(test_table, MRI_SIZE, self.seed, 0, flip=False)
         self.test_loader = make_loader(self.test_set, self.batch_size, ctx, seed=self.seed, training=False,
                                        workers=cfg["runtime.loader_workers"])
         seed_process(self.seed, ctx)
-        generator, discriminator = Generator(ngf=cfg[P + "ngf"]), Discriminator(ndf=cfg[P + "ndf"])
+        generator = Generator(ngf=cfg["MRI_GAN.model_params.ngf"])
+        discriminator = Discriminator(ndf=cfg["MRI_GAN.model_params.ndf"])
         generator.apply(init_weights)
         discriminator.apply(init_weights)
         self.G, self.D = wrap_model(generator, ctx), wrap_model(discriminator, ctx)
-        betas = (cfg[P + "b1"], cfg[P + "b2"])
-        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=cfg[P + "lr"], betas=betas)
-        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=cfg[P + "lr"], betas=betas)
-        self.loss = MRIGANLoss(lambda_pixel=cfg[P + "lambda_pixel"], tau=cfg[P + "tau"])
+        lr, betas = cfg["MRI_GAN.model_params.lr"], (cfg["MRI_GAN.model_params.b1"], cfg["MRI_GAN.model_params.b2"])
+        self.opt_G = torch.optim.Adam(self.G.parameters(), lr=lr, betas=betas)
+        self.opt_D = torch.optim.Adam(self.D.parameters(), lr=lr, betas=betas)
+        self.loss = MRIGANLoss(lambda_pixel=cfg["MRI_GAN.model_params.lambda_pixel"],
+                               tau=cfg["MRI_GAN.model_params.tau"])
         self.precision = MixedPrecision(training_precision(cfg, ctx.device))  # the paper's FP32 unless --precision
-        model_params = {**cfg.to_dict()["MRI_GAN"]["model_params"], "log_dir": str(run_dir)}
+        self.model_params = {**cfg.to_dict()["MRI_GAN"]["model_params"], "log_dir": str(run_dir)}
         self.trainer = Trainer(ctx, run_dir, {GENERATOR_KEY: self.G, DISCRIMINATOR_KEY: self.D},
                                {"optimizer_G_state_dict": self.opt_G, "optimizer_D_state_dict": self.opt_D},
-                               config=cfg.to_dict(), checkpoint_every=cfg[P + "chkpt_freq"],
+                               config=cfg.to_dict(), checkpoint_every=cfg["MRI_GAN.model_params.chkpt_freq"],
                                loss_keys=("loss_G", "loss_D"), periodic_name=PERIODIC,
-                               extra={"model_params": model_params, "log_dir": str(run_dir)},
-                               precision=self.precision)
+                               extra={"model_params": self.model_params, "log_dir": str(run_dir)},
+                               precision=self.precision,
+                               step_log=(cfg["MRI_GAN.model_params.losses_file"], STEP_COLUMNS),
+                               on_step=self.after_step)
         self.epoch_log: CsvLog | None = None
         self.tensorboard: TensorBoardLog | None = None
         self.samples = self.sample_batch() if ctx.is_main else None  # the same test items every epoch
@@ -84,38 +80,35 @@ class MRIGANTraining:
         self.trainer.restore(checkpoint, source)
 
     def open_logs(self, history_dir: str | None = None) -> None:
-        """Open the CSV logs and the TensorBoard log on rank 0 (on resume, trimmed to the checkpoint; see
-        open_run_logs); from then on every step is logged and every sample_gen_freq-th draws a sample grid."""
+        """Open the per-epoch CSV log and the TensorBoard log on rank 0 (on resume, trimmed to the checkpoint; see
+        resumed_log); from then on every sample_gen_freq-th step draws a sample grid."""
         if self.ctx.is_main:
             position = self.trainer.position
-            self.trainer.step_log, self.epoch_log = open_run_logs(
-                self.run_dir, history_dir, position, (self.cfg[P + "losses_file"], STEP_COLUMNS),
-                (self.cfg[P + "ssim_report_file"], EPOCH_COLUMNS))
+            self.epoch_log = resumed_log(self.run_dir, history_dir, self.cfg["MRI_GAN.model_params.ssim_report_file"],
+                                         EPOCH_COLUMNS, "epoch", position)
             self.tensorboard = TensorBoardLog(self.run_dir, position.step + 1 if position.step else None)
-            self.trainer.on_step = self.after_step
 
     def close_logs(self) -> None:
         if self.ctx.is_main:
-            self.trainer.step_log.close()
             self.epoch_log.close()
             self.tensorboard.close()
 
     def after_step(self, losses: dict[str, float], step: int) -> None:
         """Per-step losses to TensorBoard; a sample grid every sample_gen_freq steps, as the original (rank 0)."""
         self.tensorboard.scalars(losses, step, "train/")
-        if step % self.cfg[P + "sample_gen_freq"] == 0:
+        if step % self.cfg["MRI_GAN.model_params.sample_gen_freq"] == 0:
             self.tensorboard.image("samples", self.write_samples(f"step_{step:07d}.png"), step)
 
     def epoch_loader(self, epoch: int, skip_batches: int):
         table = draw_epoch(self.train_reals, self.train_fakes, self.frac, self.seed, epoch)
-        dataset = MRIDataset(table, IMSIZE, self.seed, epoch, flip=True)
+        dataset = MRIDataset(table, MRI_SIZE, self.seed, epoch, flip=True)
         return make_loader(dataset, self.batch_size, self.ctx, seed=self.seed, epoch=epoch, skip_batches=skip_batches,
                            workers=self.cfg["runtime.loader_workers"])
 
     def train_step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One generator update, then one discriminator update (the original's order and losses)."""
-        device, n = self.ctx.device, len(batch["A"])
-        face, target = batch["A"].to(device, non_blocking=True), batch["B"].to(device, non_blocking=True)
+        device, n = self.ctx.device, len(batch["face"])
+        face, target = batch["face"].to(device, non_blocking=True), batch["mri"].to(device, non_blocking=True)
         self.G.train()
         self.D.train()
         self.opt_G.zero_grad(set_to_none=True)
@@ -143,7 +136,7 @@ class MRIGANTraining:
         loader = progress(self.test_loader, self.ctx, desc=f"test {epoch + 1}")
         for model in (self.G, self.D):  # none today (instance norm keeps no statistics), but score as saved
             broadcast_buffers(model, self.ctx)
-        scores = evaluate(unwrap(self.G), unwrap(self.D), loader, self.loss, self.ctx)
+        scores = test_scores(unwrap(self.G), unwrap(self.D), loader, self.loss, self.ctx)
         best_g = self.trainer.improved("test_ssim", scores["test_ssim"], higher_is_better=True)
         best_d = self.trainer.improved("test_loss_D", scores["test_loss_D"], higher_is_better=False)
         for improved, name in ((best_g, BEST_G), (best_d, BEST_D)):
@@ -158,10 +151,9 @@ class MRIGANTraining:
             self.tensorboard.scalars(scores, step, "test/")
             self.tensorboard.image("samples", self.write_samples(f"epoch_{epoch + 1:03d}.png"), step)
             self.write_plots()
-            write_json(self.run_dir / self.cfg[P + "metadata_file"],
+            write_json(self.run_dir / self.cfg["MRI_GAN.model_params.metadata_file"],
                        {"epochs_done": epoch + 1, "global_step": step, "best": self.trainer.position.best,
-                        "seed": self.seed, "world_size": self.ctx.world_size,
-                        "model_params": self.trainer.extra["model_params"]})
+                        "seed": self.seed, "world_size": self.ctx.world_size, "model_params": self.model_params})
 
     def write_samples(self, name: str) -> Path:
         """The sample grid of the generator as it is now: generated_samples/<name>."""
@@ -180,61 +172,44 @@ class MRIGANTraining:
 
     def sample_batch(self):
         """The first test_sample_size/2 real and fake test items (the same every epoch)."""
-        return sample_items(self.test_set, max(1, self.cfg[P + "test_sample_size"] // 2))
+        return sample_items(self.test_set, max(1, self.cfg["MRI_GAN.model_params.test_sample_size"] // 2))
 
 
 def read_data(cfg: Config) -> tuple:
     """((train reals, train fakes), test table). The test rows are drawn once, so epochs' scores compare."""
-    return load_split(cfg, "train"), draw_epoch(*load_split(cfg, "test"), cfg[P + "frac"], cfg["runtime.seed"], 0)
+    return load_split(cfg, "train"), test_rows(cfg)
 
 
 def train(cfg: Config, ctx: DistContext, resume_path: str | None = None, checkpoint: dict | None = None,
           max_steps: int | None = None) -> Path | None:
     """Train from scratch, or continue exactly from `resume_path`; returns the run folder (rank 0).
     max_steps stops after that many steps in total, as if the run were interrupted there."""
-    if cfg[P + "imsize"] != IMSIZE:
-        raise ConfigError(f"config key '{P}imsize': the U-Net generator needs {IMSIZE}, got {cfg[P + 'imsize']}")
+    if cfg["MRI_GAN.model_params.imsize"] != MRI_SIZE:
+        raise ConfigError(f"config key 'MRI_GAN.model_params.imsize': the U-Net generator needs {MRI_SIZE}, got "
+                          f"{cfg['MRI_GAN.model_params.imsize']}")
     if resume_path and checkpoint is None:
         checkpoint = read_checkpoint(resume_path)
     data = on_every_rank(lambda: read_data(cfg), ctx)  # bad data sets fail here (on any node), before a run folder
-    task, run_dir, _, finished = run_training(cfg, ctx, cfg[P + "model_name"], "MRI-GAN", cfg[P + "n_epochs"],
+    epochs = cfg["MRI_GAN.model_params.n_epochs"]
+    task, run_dir, _, finished = run_training(cfg, ctx, cfg["MRI_GAN.model_params.model_name"], "MRI-GAN", epochs,
                                               lambda folder: MRIGANTraining(cfg, ctx, folder, data), resume_path,
                                               checkpoint, max_steps)
     if ctx.is_main:
         position = task.trainer.position
         state = "finished" if finished else "stopped"
-        print(f"MRI-GAN {state} at epoch {position.epoch}/{cfg[P + 'n_epochs']}, step {position.step}; "
+        print(f"MRI-GAN {state} at epoch {position.epoch}/{epochs}, step {position.step}; "
               f"best test SSIM {position.best.get('test_ssim', float('nan')):.4f}", flush=True)
     return run_dir
 
 
-def per_image_ssim(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """SSIM of each image pair (B,) for images in [-1, 1], computed as in the SSIM loss (data range 255);
-    the original's logged score used the wrong data range (README, Differences #3)."""
-    return ssim((fake + 1) / 2 * 255, (real + 1) / 2 * 255, data_range=255, size_average=False,
-                win_size=11, win_sigma=1.5, K=(0.01, 0.03), nonnegative_ssim=True)
-
-
-def evaluate(generator: nn.Module, discriminator: nn.Module, loader, loss: MRIGANLoss,
-             ctx: DistContext) -> dict[str, float]:
-    """Mean SSIM, pixel MSE, G loss and D loss over a held-out loader (all ranks' shards together)."""
-    sums = torch.zeros(5, dtype=torch.float64, device=ctx.device)  # ssim, pixel, loss_G, loss_D, count
-    with eval_mode(generator, discriminator), torch.inference_mode():
-        for batch in loader:
-            face, target = batch["A"].to(ctx.device), batch["B"].to(ctx.device)
-            fake = generator(face)
-            scores = discriminator(torch.cat([fake, target]), torch.cat([face, face]))
-            losses_G = loss.generator_loss(scores[:len(face)], fake, target)
-            loss_D = loss.discriminator_loss(scores[len(face):], scores[:len(face)])[0]
-            n = len(face)
-            sums += torch.tensor([per_image_ssim(fake, target).sum().item(),
-                                  ((fake - target) ** 2).mean(dim=(1, 2, 3)).sum().item(),
-                                  losses_G["total"].item() * n, loss_D.item() * n, n],
-                                 dtype=torch.float64, device=ctx.device)
-    ssim_sum, pixel_sum, g_sum, d_sum, count = all_reduce_sum(sums, ctx).tolist()
-    count = max(count, 1.0)
-    return {"test_ssim": ssim_sum / count, "test_pixel": pixel_sum / count,
-            "test_loss_G": g_sum / count, "test_loss_D": d_sum / count}
+def test_scores(generator: nn.Module, discriminator: nn.Module, loader, loss: MRIGANLoss,
+                ctx: DistContext) -> dict[str, float]:
+    """Mean SSIM, pixel MSE, G loss and D loss over a held-out loader (all ranks' shards together), under the
+    epoch log's column names."""
+    scores = score_generator(generator, loader, ctx.device, discriminator, loss,
+                             lambda sums: all_reduce_sum(sums, ctx))
+    return {"test_ssim": scores["ssim"], "test_pixel": scores["pixel_mse"], "test_loss_G": scores["loss_G"],
+            "test_loss_D": scores["loss_D"]}
 
 
 def sample_rows(generator: nn.Module, faces: torch.Tensor, targets: torch.Tensor,

@@ -69,8 +69,14 @@ def draw_epoch(reals: pd.DataFrame, fakes: pd.DataFrame, frac: float, seed: int,
     return table.iloc[rng.permutation(len(table))].reset_index(drop=True)
 
 
+def test_rows(cfg: Config) -> pd.DataFrame:
+    """The held-out rows the MRI-GAN is scored on: the test split drawn once (epoch 0, the config's seed and frac),
+    so the scores of every epoch, and of every generator compared, are on the same faces."""
+    return draw_epoch(*load_split(cfg, "test"), cfg["MRI_GAN.model_params.frac"], cfg["runtime.seed"], 0)
+
+
 class MRIDataset(Dataset):
-    """Items {"A": face, "B": target MRI, "fake": 0/1} from one epoch's table (see `draw_epoch`).
+    """Items {"face": face, "mri": target MRI, "fake": 0/1} from one epoch's table (see `draw_epoch`).
 
     With `flip`, face and MRI are mirrored together with probability 0.5, decided by (seed, epoch, index):
     the same on every worker count and after a resume.
@@ -91,7 +97,7 @@ class MRIDataset(Dataset):
         if self.flip and np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
             face = face.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
             mri = mri.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        return {"A": image_tensor(face, self.imsize), "B": image_tensor(mri, self.imsize),
+        return {"face": image_tensor(face, self.imsize), "mri": image_tensor(mri, self.imsize),
                 "fake": self.fake[index]}
 
 
@@ -102,6 +108,6 @@ def sample_items(dataset: MRIDataset, per_class: int) -> tuple[torch.Tensor, tor
     for label in (0, 1):
         indices = [i for i, fake in enumerate(dataset.fake) if fake == label][:per_class]
         items += [dataset[i] for i in indices]
-    faces = torch.stack([item["A"] for item in items])
-    targets = torch.stack([item["B"] for item in items])
+    faces = torch.stack([item["face"] for item in items])
+    targets = torch.stack([item["mri"] for item in items])
     return faces, targets, ["fake" if item["fake"] else "real" for item in items]

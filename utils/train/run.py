@@ -1,5 +1,5 @@
-"""What both trainers share around their loop: the configuration of a new or resumed run and its processes
-(`run_context`), its run folder and logs, the per-process batch, and `run_training`, the one fresh/resume/torchrun
+"""A training command's run around its loop: the configuration of a new or resumed run and its processes
+(`run_context`), its run folder, the per-process batch, and `run_training`, the one fresh/resume/torchrun
 sequence both trainers follow. A resumed run uses the configuration stored in its checkpoint (--set may change
 keys, e.g. more epochs)."""
 from __future__ import annotations
@@ -19,16 +19,8 @@ from utils.config import Config, load_config
 from utils.errors import CheckpointError, ConfigError
 from utils.names import PERIODIC
 from utils.runtime import new_run_dir, record_run, set_deterministic
-from utils.train.loop import (
-    CsvLog,
-    DistContext,
-    Position,
-    Trainer,
-    continue_in_place,
-    distributed_context,
-    launched_world_size,
-    raise_if_any_failed,
-)
+from utils.train.distributed import DistContext, distributed_context, launched_world_size, raise_if_any_failed
+from utils.train.trainer import Trainer, continue_in_place
 
 
 def config_for_resume(checkpoint_path: str, overrides: list[str]) -> tuple[Config, dict]:
@@ -92,20 +84,6 @@ def prepare_run_dir(cfg: Config, ctx: DistContext, task: str, periodic_name: str
     return new_run_dir(cfg, task), checkpoint.get("log_dir") if checkpoint else None
 
 
-def open_run_logs(run_dir: Path, history_dir: str | None, position: Position, step_log: tuple[str, list[str]],
-                  epoch_log: tuple[str, list[str]]) -> tuple[CsvLog, CsvLog]:
-    """The per-step and per-epoch CSV logs of a run, each given as (file name, columns), with 1-based "step" and
-    "epoch" columns. A resumed run keeps only the rows up to its checkpoint's position, read from `history_dir`
-    (the run it was resumed from) when it continues in a new folder, so each step and epoch is logged once."""
-    resumed = position.step > 0 or position.epoch > 0
-    logs = []
-    for (name, columns), column, done in ((step_log, "step", position.step), (epoch_log, "epoch", position.epoch)):
-        keep = (lambda row, column=column, done=done: int(row[column]) <= done) if resumed else None
-        source = Path(history_dir) / name if history_dir else None
-        logs.append(CsvLog(run_dir / name, columns, keep=keep, source=source))
-    return logs[0], logs[1]
-
-
 def per_process_batch(batch_size: int, world_size: int, key: str) -> int:
     """The config's batch size is the global batch; under torchrun each process takes an equal share."""
     if batch_size % world_size:
@@ -120,9 +98,11 @@ class TrainingTask(Protocol):
 
     def restore(self, checkpoint: dict, source: str) -> None: ...
 
-    def open_logs(self, history_dir: str | None) -> None: ...
+    def open_logs(self, history_dir: str | None) -> None:
+        """The task's own logs (the Trainer opens the per-step log)."""
 
-    def close_logs(self) -> None: ...
+    def close_logs(self) -> None:
+        """Close what open_logs opened."""
 
     def epoch_loader(self, epoch: int, skip_batches: int): ...
 
@@ -147,10 +127,12 @@ def run_training(cfg: Config, ctx: DistContext, task_name: str, label: str, epoc
     task = build_task(run_dir)
     if checkpoint is not None:
         task.restore(checkpoint, resume_path)
+    task.trainer.open_logs(history_dir)
     task.open_logs(history_dir)
     if ctx.is_main:
         print(f"{label} run folder: {run_dir} (device {ctx.device}, {ctx.world_size} process(es), "
               f"seed {cfg['runtime.seed']})", flush=True)
     finished = task.trainer.run(epochs, task.epoch_loader, task.train_step, task.end_epoch, max_steps)
+    task.trainer.close_logs()
     task.close_logs()
     return task, run_dir, history_dir, finished

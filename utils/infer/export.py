@@ -1,0 +1,57 @@
+"""A trained classifier checkpoint as the app reads it: checking that a file is one (ours or the original's), the
+images it was trained on, and `export`, which writes its weights and tuned thresholds where the app looks."""
+from __future__ import annotations
+
+from pathlib import Path, PurePath
+
+from utils.checkpoint import read_checkpoint, save_checkpoint
+from utils.config import Config
+from utils.errors import CheckpointError
+from utils.fileio import sha256
+from utils.infer.rule import Thresholds
+from utils.names import CLASSIFIER_FILES, CLASSIFIER_KEY, METHOD_OF_DATASET
+
+CRITERION = "BCEWithLogitsLoss"  # the original's test step insists on this string in the checkpoint
+
+
+def read_classifier_checkpoint(path: str | Path) -> dict:
+    """A classifier checkpoint (ours or the original's): a dict with model_state_dict and the original's loss."""
+    checkpoint = read_checkpoint(path)
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get(CLASSIFIER_KEY), dict):
+        raise CheckpointError(f"{path}: not a classifier checkpoint (no {CLASSIFIER_KEY})")
+    criterion = checkpoint.get("criterion", CRITERION)
+    if criterion != CRITERION:
+        raise CheckpointError(f"{path}: criterion is {criterion!r}; only {CRITERION} classifiers are supported")
+    return checkpoint
+
+
+def checkpoint_dataset(checkpoint: dict, path: str | Path, cfg: Config) -> str:
+    """plain or mri: the images the classifier was trained on (the config's dataset if the checkpoint is silent)."""
+    dataset = (checkpoint.get("model_params") or {}).get("dataset", cfg["deep_fake.training.model_params.dataset"])
+    if dataset not in METHOD_OF_DATASET:
+        raise CheckpointError(f"{path}: model_params.dataset is {dataset!r}, expected plain or mri")
+    return dataset
+
+
+def export(checkpoint_path: str | Path, cfg: Config) -> dict:
+    """Write a classifier checkpoint's weights where the app reads them: <assets>/weights/ under the app's name
+    for its dataset (plain -> deepfake_plain_frames_weights.chkpt, mri -> deepfake_MRI_weights.chkpt), with
+    model_params, the validation-tuned thresholds and the criterion; no optimizer or training state. Written
+    atomically; an existing file is replaced. Returns what was written."""
+    checkpoint = read_classifier_checkpoint(checkpoint_path)
+    kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
+    source = Path(checkpoint_path).resolve()
+    params = {key: str(value) if isinstance(value, PurePath) else value
+              for key, value in (checkpoint.get("model_params") or {}).items()}
+    weights = {CLASSIFIER_KEY: checkpoint[CLASSIFIER_KEY], "model_params": params, "criterion": CRITERION,
+               "source_checkpoint": str(source), "source_sha256": sha256(source)}
+    thresholds = Thresholds.stored_in(checkpoint)
+    if thresholds is not None:
+        weights["thresholds"] = thresholds.as_dict()
+        weights["thresholds_source"] = checkpoint.get("thresholds_source", "validation grid search")
+    method = METHOD_OF_DATASET[kind]
+    target = cfg.path("assets") / "weights" / CLASSIFIER_FILES[method]
+    replaced = target.is_file()
+    save_checkpoint(target, weights)
+    return {"path": str(target), "source": str(source), "method": method, "replaced": replaced,
+            "thresholds": weights.get("thresholds")}
