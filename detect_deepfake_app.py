@@ -2,14 +2,13 @@
 
 Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
 """
-from utils.infer.startup import Startup, run_app  # first: it times the app's imports, which leave torch out
-
 import sys
 from pathlib import Path
 
 from utils.cli import config_from_args, make_parser
 from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
+from utils.infer.startup import Startup, run_app  # first: it times the app's imports, which leave torch out
 from utils.media.video import list_videos
 from utils.names import METHODS
 

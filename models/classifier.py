@@ -61,7 +61,8 @@ class DeepFakeClassifier(nn.Module):
         super().__init__()
         self.encoder_name = encoder_name
         self.input_size = input_size(encoder_name)
-        # Always built without weights: utils.infer.classifier_weights.load_encoder_weights is the one place that loads them.
+        # Always built without weights: utils.infer.classifier_weights.load_encoder_weights is the one place that
+        # loads them.
         self.encoder = timm.create_model(timm_name(encoder_name), pretrained=False,
                                          drop_path_rate=drop_path_rate)
         num_features = self.encoder.num_features

@@ -236,7 +236,7 @@ def test_epoch_accuracy_counts_every_sample_once():
     summary = meter.summary()
     assert summary["n"] == 4
     assert summary["accuracy"] == pytest.approx(2 / 4)  # a mean of batch accuracies would say 1/3
-    first, second = (balanced_bce_parts(l, t) for l, t in batches)
+    first, second = (balanced_bce_parts(logits, t) for logits, t in batches)
     assert summary["loss"] == pytest.approx((3 * float(first[0]) + 1 * float(second[0])) / 4)
     assert summary["fake_loss"] == pytest.approx((float(first[1]) + float(second[1])) / 2)
     assert summary["real_loss"] == pytest.approx(float(first[2]))

@@ -68,7 +68,8 @@ def test_confusion_matrices_rows_are_actual_columns_predicted():
     raw, normalised = confusion_matrices([0, 0, 0, 1], [0, 1, 1, 1])
     assert raw.to_numpy().tolist() == [[1, 2], [0, 1]]
     assert normalised.to_numpy()[0].tolist() == pytest.approx([1 / 3, 2 / 3])
-    assert list(raw.index) == ["actual Real", "actual Fake"] and list(raw.columns) == ["predicted Real", "predicted Fake"]
+    assert list(raw.index) == ["actual Real", "actual Fake"]
+    assert list(raw.columns) == ["predicted Real", "predicted Fake"]
     _, empty_row = confusion_matrices([1, 1], [1, 0])
     assert empty_row.isna().to_numpy()[0].all()  # no real video: that row is undefined, not zero
 

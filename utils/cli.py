@@ -13,8 +13,18 @@ from pathlib import Path
 from typing import Callable
 
 from utils.config import SCHEMA, Config, load_config
-from utils.errors import (EXIT_BAD_INPUT, EXIT_OK, ConfigError, Interrupted, NoFaceError, NonFiniteLoss, OutputError,
-                          StepFailed, VideoError, exit_code)
+from utils.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    ConfigError,
+    Interrupted,
+    NoFaceError,
+    NonFiniteLoss,
+    OutputError,
+    StepFailed,
+    VideoError,
+    exit_code,
+)
 
 
 def make_parser(description: str, epilog: str | None = None, device: bool = True) -> argparse.ArgumentParser:

@@ -186,7 +186,8 @@ def train_mri_gan(demo: Demo) -> None:
 def train_classifier(dataset: str) -> Callable[[Demo], None]:
     def action(demo: Demo) -> None:
         train_or_resume(demo, "deep_fake_detect.py", demo.work / "logs" / f"classifier_{dataset}", "--export",
-                        "--set", f"deep_fake.training.model_params.dataset={dataset}", log=f"deep_fake_detect_{dataset}")
+                        "--set", f"deep_fake.training.model_params.dataset={dataset}",
+                        log=f"deep_fake_detect_{dataset}")
     return action
 
 
@@ -259,7 +260,8 @@ def _pair(thresholds: dict) -> str:
 def print_report(report: dict, demo: Demo) -> None:
     print("\n=== demo results (synthetic data, tiny models: this shows the pipeline works, not how well "
           "the paper's models detect real deepfakes) ===")
-    print("\ntime per step (s): " + ", ".join(f"{name} {seconds:.0f}" for name, seconds in report["step_seconds"].items()))
+    step_times = ", ".join(f"{name} {seconds:.0f}" for name, seconds in report["step_seconds"].items())
+    print("\ntime per step (s): " + step_times)
     rows = []
     for method, info in report["methods"].items():
         test = info["test"]

@@ -19,8 +19,8 @@ from utils.evaluation.label_files import CELEB_DF_TEST_LIST, Labels, Matched, ma
 from utils.evaluation.metrics import frame_metrics, json_safe, video_metrics, video_verdicts
 from utils.evaluation.protocols import paper_protocol
 from utils.infer.detect import Detector
-from utils.infer.rule import Thresholds
 from utils.infer.folder import score_folder
+from utils.infer.rule import Thresholds
 
 SUMMARY_METRICS = {"accuracy": "acc", "balanced_accuracy": "bal_acc", "roc_auc": "auc", "average_precision": "ap",
                    "f1": "f1", "log_loss": "log_loss", "eer": "eer"}

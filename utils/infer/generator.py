@@ -19,7 +19,6 @@ from utils.names import GENERATOR_KEY
 from utils.runtime import Precision
 
 
-
 def load_generator(path: str | Path, device: torch.device | str, ngf: int | None = None,
                    mmap: bool = False) -> Generator:
     """The generator stored under 'generator_state_dict' (ours or the original's), in eval mode on `device`.

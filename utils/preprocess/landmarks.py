@@ -62,7 +62,8 @@ def extract_landmarks(cfg: Config, datasets: list[str], options: Options) -> lis
                                         failures_csv=options.failures_csv(f"extract_landmarks_{vset.name}")))
     for iset in image_sets(cfg, datasets):
         chunks_dir = iset.json_path.with_name(f".{iset.json_path.stem}.chunks")
-        items = [(tuple(str(p) for p in iset.images[i:i + IMAGE_CHUNK]), str(chunks_dir / f"{i // IMAGE_CHUNK:06d}.json"))
+        items = [(tuple(str(p) for p in iset.images[i:i + IMAGE_CHUNK]),
+                  str(chunks_dir / f"{i // IMAGE_CHUNK:06d}.json"))
                  for i in range(0, len(iset.images), IMAGE_CHUNK)]
         summary = jobs.run_items(f"landmarks {iset.name}", jobs.select_shard(items, options.shard),
                                  image_landmarks_job, key=lambda it: it[1], workers=options.model_workers(),

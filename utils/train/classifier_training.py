@@ -24,8 +24,15 @@ from utils.names import CLASSIFIER_KEY, CLASSIFIER_TASK, HIGHEST_ACC, LOWEST_LOS
 from utils.plotting import plot_curves
 from utils.train.classifier_data import SplitData, balanced_bce_parts, build_transform, frame_loader, read_split
 from utils.train.classifier_testing import frame_report, predict
-from utils.train.distributed import (DistContext, all_reduce_sum, broadcast_buffers, broadcast_object, on_every_rank,
-                                     once_per_node, wrap_model)
+from utils.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_buffers,
+    broadcast_object,
+    on_every_rank,
+    once_per_node,
+    wrap_model,
+)
 from utils.train.precision import classifier_precision
 from utils.train.rng import seed_process
 from utils.train.run import per_process_batch, run_training

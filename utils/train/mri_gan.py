@@ -16,12 +16,19 @@ from utils.errors import ConfigError
 from utils.evaluation.generator_scores import score_generator
 from utils.fileio import write_json
 from utils.infer.generator import eval_mode, to_uint8
-from utils.media.mri import MRI_SIZE
 from utils.media.grid import save_image_grid
+from utils.media.mri import MRI_SIZE
 from utils.names import BEST_D, BEST_G, DISCRIMINATOR_KEY, GENERATOR_KEY, PERIODIC
 from utils.plotting import plot_curves
-from utils.train.distributed import (DistContext, all_reduce_sum, broadcast_buffers, no_sync, on_every_rank, unwrap,
-                                     wrap_model)
+from utils.train.distributed import (
+    DistContext,
+    all_reduce_sum,
+    broadcast_buffers,
+    no_sync,
+    on_every_rank,
+    unwrap,
+    wrap_model,
+)
 from utils.train.loaders import make_loader, progress
 from utils.train.mri_gan_data import MRIDataset, draw_epoch, load_split, sample_items, test_rows
 from utils.train.precision import MixedPrecision, training_precision
