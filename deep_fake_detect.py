@@ -1,7 +1,7 @@
 """Step 3 of the pipeline: train, resume, test and export the EfficientNet-B0 deepfake classifier.
 
 `deep_fake.training.model_params.dataset` chooses plain face crops or predicted MRIs. Runs are written to
-logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See README.
+logs/<YYYYmmdd_HHMMSS>/deep_fake/; the same command works under torchrun. See docs/pipeline.md#train-classifier.
 """
 from utils.cli import make_parser, run
 from utils.evaluation.classifier_report import format_report

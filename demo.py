@@ -1,7 +1,7 @@
 """The embedded default (`make demo`): the whole pipeline on a generated data set, every step a real command.
 
 Synthetic data and tiny models: the numbers show that the pipeline works, not how well the paper's models
-detect real deepfakes. Re-running skips the steps already done. See README, "Quick start".
+detect real deepfakes. Re-running skips the steps already done. See docs/reproducing.md#the-demo.
 """
 from utils.cli import make_parser, run
 from utils.demo.steps import PROFILES, STEPS, add_demo_flags, demo_from_args, print_report, results

@@ -1,6 +1,6 @@
 """Step 4: tell whether a video (or every video in a folder) is a deepfake.
 
-Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See README.
+Method plain_frames classifies the face crops; method MRI classifies their MRI-GAN images. See docs/pipeline.md#app.
 """
 import sys
 from pathlib import Path

@@ -1,6 +1,6 @@
 """The original's result figures: curves of several MRI-GAN runs (labelled by their τ) and the side-by-side
-results of classifier tests (ROC, confusion matrices of both protocols, a metrics table). See README,
-"Reproducing the paper"."""
+results of classifier tests (ROC, confusion matrices of both protocols, a metrics table). See
+docs/reproducing.md#gen-plots."""
 from utils.cli import config_from_args, make_parser, run
 from utils.evaluation.figures import plot_classifier_tests, plot_mri_gan_runs
 

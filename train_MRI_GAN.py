@@ -1,5 +1,6 @@
 """Step 2 of the pipeline: train the MRI-GAN (pix2pix U-Net generator + PatchGAN discriminator).
-Runs are written to logs/<YYYYmmdd_HHMMSS>/<model_name, MRI_GAN>/; the same command works under torchrun. See README."""
+Runs are written to logs/<YYYYmmdd_HHMMSS>/<model_name, MRI_GAN>/; the same command works under torchrun. See
+docs/pipeline.md#train-mri-gan."""
 from __future__ import annotations
 
 from utils.cli import make_parser, run

@@ -9,8 +9,9 @@ Measures, in one run (writes benchmarks/results/app_speed.json):
 - memory: peak resident memory on a 3-minute clip against the 10 s clip (method MRI, auto);
 - folder mode over 10 clips; the original app's procedure (extrapolated from its first frames).
 Models have the paper's widths with random weights: speed does not depend on the weights, but the
-fp32/auto agreement of trained models may differ (see README). The clip is synthetic: a face photo moving
-over a background with sensor-like noise (sigma 4 grey levels), encoded by libx264 (PyAV), preset medium.
+fp32/auto agreement of trained models may differ (see docs/performance.md#fp32-against-auto). The clip is synthetic: a
+face photo moving over a background with sensor-like noise (sigma 4 grey levels), encoded by libx264 (PyAV), preset
+medium.
 Other processes share the CPU: the load average is recorded with every measurement.
 Usage: python benchmarks/app_speed.py [--repeats 2] [--long_seconds 180] [--folder_clips 10]
 """

@@ -125,7 +125,8 @@ def test_drawn_parameters_stay_in_the_original_ranges():
 
 
 def test_brightness_has_its_own_draw_over_the_whole_range():
-    """README, Differences #6: the original drew brightness with the contrast helper; here it is its own parameter."""
+    """docs/differences.md#augmentation-copies: the original drew brightness with the contrast helper; here it is its
+    own parameter."""
     rng = random.Random(4)
     values = {make_step("augmentation", rng, "brightness")["params"]["brightness"] for _ in range(200)}
     assert min(values) < -15 and max(values) > 15 and len(values) > 30
@@ -178,7 +179,8 @@ def test_flipping_twice_gives_back_the_frame(frame):
 
 
 def test_rotation_turns_about_the_true_centre():
-    """README, Differences #6: the original's centre had x and y swapped, which moves a centred blob off centre."""
+    """docs/differences.md#augmentation-copies: the original's centre had x and y swapped, which moves a centred blob
+    off centre."""
     image = np.zeros((120, 160, 3), np.uint8)
     image[50:70, 70:90] = 255  # a square centred on the pixel grid's centre (row 59.5, column 79.5)
     (out,) = apply_one([image], step("augmentation", "rotation", {"angle": 15}))
@@ -201,7 +203,8 @@ def test_rolling_shape_moves_ten_pixels_a_frame_and_wraps_around():
 
 
 def test_spontaneous_distraction_fires_on_about_rate_percent_of_frames():
-    """README, Differences #6: the original fired on every frame; the rate is a percent chance per frame."""
+    """docs/differences.md#augmentation-copies: the original fired on every frame; the rate is a percent chance per
+    frame."""
     grey = np.full((32, 32, 3), 128, np.uint8)  # no distraction colour is grey, so every firing shows
     outs = apply_one([grey] * 200, step("distraction", "spontaneous_shape", {"rate": 30}), seed=11)
     fired = sum(not np.array_equal(out, grey) for out in outs)

@@ -28,7 +28,8 @@ from utils.train.classifier_data import (
     subset_videos,
 )
 
-# video id -> (label, photo); "0042" checks that numeric-looking ids stay strings (README, Differences #8)
+# video id -> (label, photo); "0042" checks that numeric-looking ids stay strings
+# (docs/differences.md#video-ids-and-face-less-videos)
 VIDEOS = {"0042": (0, "astronaut"), "fakevid": (1, "grace_hopper")}
 CROP_SIZES = [(150, 170), (300, 260)]  # (width, height): one smaller and one larger than 224
 

@@ -1,6 +1,6 @@
 """GPU-only checks (`pytest -m gpu`; deselected by default, skipped where CUDA is unusable). They could not run
-where this project was built, which has no GPU: they are the first thing to run on a GPU node (README, "Running
-on GPUs and clusters"). Everything they rely on that a CPU can run is tested elsewhere."""
+where this project was built, which has no GPU: they are the first thing to run on a GPU node (docs/gpus.md#gpu-tests).
+Everything they rely on that a CPU can run is tested elsewhere."""
 from __future__ import annotations
 
 import os

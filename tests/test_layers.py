@@ -1,4 +1,4 @@
-"""The code's layers (README, "Map of the code"): which package may import which, read from the source itself,
+"""The code's layers (docs/architecture.md#layers): which package may import which, read from the source itself,
 and the app's real import set, read from sys.modules after a run in a fresh interpreter."""
 from __future__ import annotations
 

@@ -53,7 +53,7 @@ def test_each_batch_uses_its_own_images_in_input_order(generator, faces):
 @pytest.mark.slow  # ~2 s of MRI-GAN generator passes
 def test_generation_is_deterministic_and_restores_the_callers_mode(faces):
     torch.manual_seed(1)
-    model = Generator(ngf=8).train()  # dropout would make outputs random (README, Differences #10)
+    model = Generator(ngf=8).train()  # dropout would make outputs random (docs/differences.md#mri-prediction-eval-mode)
     first = predict_mris(model, faces[:2], "cpu")
     second = predict_mris(model, faces[:2], "cpu")
     assert all(np.array_equal(a, b) for a, b in zip(first, second))

@@ -313,7 +313,8 @@ def test_gen_dfdc_mri_predicts_one_mri_per_crop(dfdc_mris):
             assert sorted(p.name for p in (mris / video.name).iterdir()) == names
             images = [cv2.imread(str(mris / video.name / n)) for n in names]
             assert all(i.shape == (256, 256, 3) for i in images)
-            assert not np.array_equal(images[0], images[1])  # each crop's own MRI (README, Differences #10)
+            # each crop's own MRI (docs/differences.md#mri-prediction-eval-mode)
+            assert not np.array_equal(images[0], images[1])
         plain = pd.read_csv(cfg.asset(f"data_path.dfdc.{split}_frame_labels_csv_filename"))
         mri = pd.read_csv(cfg.asset(f"features.dfdc.{split}_mriframe_label"))
         assert plain.equals(mri)

@@ -233,7 +233,7 @@ def test_auto_warns_once_when_the_driver_is_too_old_and_the_gpu_not_in_the_build
     (warning,) = [record.getMessage() for record in caplog.records]
     assert "535.104.05" in warning and "CUDA up to 12.2" in warning and f"CUDA {torch.version.cuda}" in warning
     assert "driver >= 580" in warning and "GPU 0 (Tesla V100-SXM2-16GB, sm_70)" in warning
-    assert "Running on GPUs and clusters" in warning and "\n" not in warning
+    assert "docs/gpus.md#torch-builds" in warning and "\n" not in warning
 
 
 @needs_no_cuda

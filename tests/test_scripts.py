@@ -82,7 +82,8 @@ run(main, fast_exit=sys.argv[2] == "fast")
 @pytest.mark.parametrize("mode", ["fast", "normal"])
 def test_fast_exit_skips_only_the_teardown(tmp_path, mode):
     """The app ends with utils.cli.exit_now: same exit code, stdout and stderr delivered, atexit handlers and log
-    files done; only the freeing of objects at teardown is skipped (what it saves is measured in the README)."""
+    files done; only the freeing of objects at teardown is skipped (what it saves is measured in
+    docs/performance.md#start-up)."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout block-buffered, as in a pipe
     result = subprocess.run([sys.executable, "-c", FAST_EXIT_PROGRAM, str(tmp_path), mode], cwd=PROJECT_ROOT,
                             capture_output=True, text=True, timeout=120, env=env)

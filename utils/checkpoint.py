@@ -16,8 +16,8 @@ from utils.fileio import write_stream
 # Where a checkpoint dict keeps a model's weights: ours and the original project's key names.
 STATE_DICT_KEYS = ("model_state_dict", "generator_state_dict", "discriminator_state_dict", "state_dict")
 
-# The only classes beyond tensors and plain containers allowed while unpickling: the original stored
-# log folders as pathlib paths (README, Differences #11). Rebuilding a path from strings runs no code.
+# The only classes beyond tensors and plain containers allowed while unpickling: the original stored log folders
+# as pathlib paths (docs/differences.md#safe-checkpoint-loading). Rebuilding a path from strings runs no code.
 ALLOWED_GLOBALS = [pathlib.PosixPath, pathlib.WindowsPath, pathlib.PurePosixPath, pathlib.PureWindowsPath]
 
 

@@ -60,7 +60,7 @@ def run(main: Callable[[], int | None], fast_exit: bool = False) -> None:
 
     With `fast_exit`, the process ends without the interpreter's teardown once everything is flushed and the
     exit handlers have run (see `exit_now`). For the app: the teardown of torch's and torchvision's modules
-    cost about 1 s per process on a 2-core CPU, measured (README, "Streaming and start-up").
+    cost about 1 s per process on a 2-core CPU, measured (docs/performance.md#start-up).
     """
     prog = Path(sys.argv[0]).name
     try:

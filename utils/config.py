@@ -189,8 +189,8 @@ SCHEMA: dict[str, Spec] = {
 }
 
 
-# Keys of the original that this project accepts but does not use (README, "Configuration"); setting one to
-# another value than the shipped default prints a warning, so nobody expects it to change anything.
+# Keys of the original that this project accepts but does not use (docs/configuration.md#compatibility-keys); setting
+# one to another value than the shipped default prints a warning, so nobody expects it to change anything.
 COMPATIBILITY_KEYS = (
     "data_path.dfdc.train_labels_csv_filename",  # the original never read it either
     "features.mri_dataset_csv",  # the original never read it either

@@ -47,7 +47,7 @@ AUTOCAST_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvT
 NVIDIA_PROC = Path("/proc/driver/nvidia")  # exists whenever the NVIDIA kernel driver is loaded
 # The oldest Linux driver of each CUDA major version (NVIDIA's CUDA compatibility table).
 MIN_DRIVER = {11: "450.80", 12: "525.60", 13: "580"}
-GPU_HELP = "README, 'Running on GPUs and clusters'"
+GPU_HELP = "docs/gpus.md#torch-builds"
 _WARNED: set[str] = set()
 
 RECORDED_PACKAGES = (

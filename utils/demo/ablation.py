@@ -2,7 +2,7 @@
 τ in {0, 0.3, 0.5, 0.7, 1.0} on the demo's MRI data set (generated with the demo's own steps when missing), then
 gen_plots.py draws the runs' curves and compare_MRI_GANs.py their MRIs of the same test faces. The demo's own
 MRI-GAN (τ = 1.0) is reused when `make demo` trained it. Every step is a real command; finished steps are skipped
-on a re-run. See README, "Reproducing the paper".
+on a re-run. See docs/reproducing.md#tau-ablation.
 """
 from __future__ import annotations
 

@@ -145,11 +145,11 @@ def write_config(demo: Demo) -> None:
     config["MRI_GAN"] = {"model_params": {
         "ngf": p["gan_width"], "ndf": p["gan_width"], "n_epochs": p["gan_epochs"], "batch_size": p["gan_batch"],
         # tau 1.0 keeps only the pixel MSE of the reconstruction term (loss_G = GAN + λ(τ·pixel + (1−τ)·SSIM term));
-        # `make ablation` trains this size for every τ of the paper (README, "Reproducing the paper")
+        # `make ablation` trains this size for every τ of the paper (docs/reproducing.md#tau-ablation)
         "tau": 1.0, "test_sample_size": 4, "chkpt_freq": 1000}}
     config["deep_fake"] = {"training": {"model_params": {
         "epochs": p["cnn_epochs"], "batch_size": p["cnn_batch"],
-        "encoder_weights": "none"}}}  # ImageNet weights cannot be downloaded here; see the README
+        "encoder_weights": "none"}}}  # ImageNet weights cannot be downloaded here; see docs/pipeline.md#encoder-weights
     demo.config.parent.mkdir(parents=True, exist_ok=True)
     demo.config.write_text("# written by demo.py: the demo's data and output folders, small models\n"
                            + yaml.safe_dump(config, sort_keys=False), encoding="utf-8")

@@ -1,6 +1,6 @@
 """Several trained MRI-GAN generators on the same held-out faces (compare_MRI_GANs.py): a picture with one
-column per generator and a CSV of their test scores. The original's script for this crashed (README,
-"Reproducing the paper")."""
+column per generator and a CSV of their test scores. The original's script for this crashed
+(docs/differences.md#plots-and-comparison-scripts)."""
 from __future__ import annotations
 
 from pathlib import Path

@@ -15,8 +15,8 @@ def score_generator(generator: nn.Module, loader, device: torch.device, discrimi
                     loss: MRIGANLoss | None = None,
                     sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = lambda sums: sums) -> dict:
     """Means over a loader of {"face", "mri", "fake"} batches: "ssim" between generated and target MRI (data range
-    255; the original's logged score used the wrong data range, README, Differences #3), "pixel_mse" in [-1, 1],
-    "loss_G" and "loss_D" when a discriminator and loss are given, and "mean_mri_real" / "mean_mri_fake", the
+    255; the original's logged score used the wrong data range, docs/differences.md#ssim-loss-epsilon), "pixel_mse" in
+    [-1, 1], "loss_G" and "loss_D" when a discriminator and loss are given, and "mean_mri_real" / "mean_mri_fake", the
     mean brightness (0-255) of the generated MRIs of real and of fake faces, with their counts "n_real" and
     "n_fake". `sum_over_processes` adds up the sums of every process's shard (e.g. an all-reduce)."""
     # ssim, pixel, loss_G, loss_D, brightness of real, brightness of fake, n_real, n_fake

@@ -131,8 +131,8 @@ def video_metrics(video_table: pd.DataFrame, no_face_labels: Mapping | pd.Series
     face probability (fake_prob is 0 for every video judged real, which is no probability).
 
     `no_face_labels` maps the id of every video where no face was found to its label. Those videos
-    are never dropped (README, Differences #15): they are counted (n_no_face, no_face_videos) and scored as
-    real (verdict 0, fake_prob 0), so a fake without faces counts as a miss; in the log loss their
+    are never dropped (docs/differences.md#counted-videos-and-one-rule): they are counted (n_no_face, no_face_videos)
+    and scored as real (verdict 0, fake_prob 0), so a fake without faces counts as a miss; in the log loss their
     probability is 0.5 (no evidence either way).
     """
     if "label" not in video_table.columns:
@@ -155,8 +155,8 @@ def grid_search(frame_table_valid: pd.DataFrame, thresholds: Sequence[float],
                 fractions: Sequence[float]) -> tuple[float, float, pd.DataFrame]:
     """Choose the video rule's (fake_threshold, fake_fraction) by video accuracy on VALIDATION faces.
 
-    Call it on the validation split only (README, Differences #12: the original tuned on test); the chosen
-    pair is then applied unchanged to the test split. Settings are tried thresholds-major, and the
+    Call it on the validation split only (docs/differences.md#thresholds-on-validation: the original tuned on test);
+    the chosen pair is then applied unchanged to the test split. Settings are tried thresholds-major, and the
     first with the highest accuracy wins, as in the original. Returns (best_threshold,
     best_fraction, table of every setting with columns fake_threshold, fake_fraction, accuracy).
     """

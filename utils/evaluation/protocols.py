@@ -1,10 +1,11 @@
 """The paper's evaluation protocol, computed beside ours, and the confusion matrices of a test.
 
 Ours (utils/evaluation/metrics.py): video thresholds tuned on validation, videos without a face counted as
-real, metrics from raw counts. The paper's (README, "Reproducing the paper"): the grid searched on the test
+real, metrics from raw counts. The paper's (docs/reproducing.md#two-protocols): the grid searched on the test
 split itself, videos without a face dropped, and the notebook's rates read off the row-normalised confusion
 matrix.
-Only ours is an unbiased estimate (README, Differences #12 and #15).
+Only ours is an unbiased estimate (docs/differences.md#thresholds-on-validation and
+docs/differences.md#counted-videos-and-one-rule).
 """
 from __future__ import annotations
 
@@ -42,8 +43,8 @@ def notebook_rates(normalised: pd.DataFrame | np.ndarray) -> dict:
     balanced_accuracy = (tpr+tnr)/2, precision = tp/(tp+fp) = m[0,0] (the recall of the reals),
     f1 = 2·precision·tpr/(precision+tpr).
 
-    These are not the textbook rates of a fake detector (README, Differences #15); they are kept so that our
-    numbers can be laid next to the paper's Table.
+    These are not the textbook rates of a fake detector (docs/differences.md#counted-videos-and-one-rule); they are
+    kept so that our numbers can be laid next to the paper's Table.
     """
     m = np.asarray(normalised, dtype=float)
     tp, fp, fn, tn = m[0, 0], m[0, 1], m[1, 0], m[1, 1]

@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # imported when a Detector is made: see from_weights
     from models.classifier import DeepFakeClassifier
     from models.mri_gan import Generator
 
-FACE_BATCH = 8  # faces per generator and classifier call (README, Streaming and start-up)
+FACE_BATCH = 8  # faces per generator and classifier call (docs/performance.md#face-batch)
 FACES_AHEAD = 32  # faces detected and cropped ahead of the generator and classifier, by a background thread
 MONTAGE_FACES, MONTAGE_TILE = 16, 128
 

@@ -1,5 +1,5 @@
 """Run a trained MRI-GAN generator: face crops in, MRI images out (uint8).
-Eval mode, no gradients, each batch its own images (README, Differences #10)."""
+Eval mode, no gradients, each batch its own images (docs/differences.md#mri-prediction-eval-mode)."""
 from __future__ import annotations
 
 from contextlib import contextmanager, nullcontext

@@ -12,7 +12,7 @@ STARTED = time.perf_counter()  # the app imports this module first: timings.impo
 # frames can already decode; importing and loading the models leaves about 600,000 objects that live as long as
 # the process, which the cyclic collector would scan again and again (0.3-0.9 s of a run here) unless it is paused
 # and they are then set apart with gc.freeze(); and the interpreter's teardown of torch's modules costs about 1 s
-# that nothing needs. Measured with benchmarks/app_speed.py (README, "Streaming and start-up").
+# that nothing needs. Measured with benchmarks/app_speed.py (docs/performance.md#start-up).
 
 from utils.cli import run  # noqa: E402
 from utils.media.video import SampledFrames, frames_within, probe  # noqa: E402

@@ -1,6 +1,7 @@
 """Augmentation and distraction of training videos: a seeded JSON plan, and augmented copies written from it.
 
-Kinds, parameter ranges and plan proportions are the original's without its bugs (README, Differences #4 and #6).
+Kinds, parameter ranges and plan proportions are the original's without its bugs
+(docs/differences.md#seeded-records-no-pickles and docs/differences.md#augmentation-copies).
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ from utils.fileio import intermediate_error
 def read_image(path: str | Path, error: type[DataFileError] = DataFileError,
                rebuilt_by: str | None = None) -> Image.Image:
     """An image file as an RGB PIL image (pixels loaded, so truncation shows here); a missing or corrupt file
-    raises `error` naming it, never a silent substitute (README, Differences #14). With `rebuilt_by` (the
-    data_preprocess.py flag that wrote the image) the message says it is corrupt and which step rebuilds it."""
+    raises `error` naming it, never a silent substitute (docs/differences.md#classifier-training-fixes). With
+    `rebuilt_by` (the data_preprocess.py flag that wrote the image) the message says it is corrupt and which step
+    rebuilds it."""
     try:
         with Image.open(path) as image:
             return image.convert("RGB")

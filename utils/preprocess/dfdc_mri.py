@@ -55,11 +55,12 @@ def check_rendering(out: Path, original: bool) -> None:
 
 def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
     """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split; with
-    options.original_mri_rendering, the MRIs are rendered as the original saved them (README, Differences #10)."""
+    options.original_mri_rendering, the MRIs are rendered as the original saved them
+    (docs/differences.md#mri-prediction-eval-mode)."""
     weights = cfg.asset("MRI_GAN.weights")
     if not weights.is_file():
         raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
-                          f"{BEST_G} there (README, step 2)")
+                          f"{BEST_G} there (docs/pipeline.md#install-the-generator)")
     summaries = []
     for split in SPLITS:
         crops = cfg.path(f"features.dfdc.crop_faces.{split}")

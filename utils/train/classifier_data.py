@@ -1,6 +1,6 @@
 """Classifier data: the splits (frame-label and per-video CSVs), the face/MRI image dataset and its loader and
 transforms, the balanced loss. The original's, without its bugs in augmentation, loss, accuracy, bad files and
-subsets (README, Differences #14, #16)."""
+subsets (docs/differences.md#classifier-training-fixes and docs/differences.md#seeded-subsets)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +46,7 @@ def read_frame_labels(csv_path: str | Path) -> pd.DataFrame:
 def subset_videos(table: pd.DataFrame, size: float, seed: int) -> pd.DataFrame:
     """Keep a seeded random share `size` of the VIDEOS of each label (stratified; at least one video
     per label present), with all their frames. size >= 1 keeps everything. The original kept the
-    first rows instead (README, Differences #16)."""
+    first rows instead (docs/differences.md#seeded-subsets)."""
     if size >= 1:
         return table
     rng = np.random.default_rng(seed)
@@ -72,7 +72,8 @@ class RandomBoxBlur:
 
 class RandomStrengthJitter:
     """Brightness or contrast jitter whose strength s ~ U(0, 1) is drawn per call, then the factor
-    ~ U(1 - s, 1 + s). The original drew s once at start-up, fixing it for the whole run (README, Differences #14)."""
+    ~ U(1 - s, 1 + s). The original drew s once at start-up, fixing it for the whole run
+    (docs/differences.md#classifier-training-fixes)."""
 
     def __init__(self, kind: str):
         self.adjust = {"brightness": TF.adjust_brightness, "contrast": TF.adjust_contrast}[kind]
@@ -98,7 +99,8 @@ def build_transform(kind: str, size: int = 224) -> T.Compose:
     if kind in ("simple", "complex"):
         steps.append(T.RandomErasing(p=0.3))
     if kind == "complex":
-        # The original passed 224 as RandomCrop's padding, so crops were mostly black border (README, Differences #14).
+        # The original passed 224 as RandomCrop's padding, so crops were mostly black border
+        # (docs/differences.md#classifier-training-fixes).
         steps[:0] = [
             T.RandomChoice([T.RandomCrop(size, pad_if_needed=True), RandomStrengthJitter("contrast"),
                             RandomBoxBlur()]),
@@ -144,7 +146,7 @@ class FrameDataset(Dataset):
 def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
     """(loss, fake_loss, real_loss): BCE-with-logits averaged separately over fake (target > 0.5) and
     real samples; loss is the mean over the classes present in the batch. A missing class gives None
-    and is not counted (the original still divided by 2, README, Differences #14)."""
+    and is not counted (the original still divided by 2, docs/differences.md#classifier-training-fixes)."""
     if logits.numel() == 0:
         raise ValueError("balanced_bce needs a non-empty batch")
     is_fake = targets > 0.5
@@ -156,9 +158,9 @@ def balanced_bce_parts(logits: Tensor, targets: Tensor) -> tuple[Tensor, Optiona
 
 
 class EpochMeter:
-    """Accumulates one epoch: accuracy over all samples (not a mean of batch accuracies, README, Differences #14) and
-    sample-weighted losses. A prediction is fake when sigmoid(logit) > 0.5; a target when > 0.5, so
-    smoothed labels count as their class."""
+    """Accumulates one epoch: accuracy over all samples (not a mean of batch accuracies,
+    docs/differences.md#classifier-training-fixes) and sample-weighted losses. A prediction is fake when
+    sigmoid(logit) > 0.5; a target when > 0.5, so smoothed labels count as their class."""
 
     def __init__(self):
         self.correct = 0

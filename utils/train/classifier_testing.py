@@ -66,8 +66,9 @@ def thresholds_for_test(cfg: Config, ctx: DistContext, checkpoint: dict, model, 
                         precision: MixedPrecision) -> tuple[Thresholds, str]:
     """(the video rule's pair, where it comes from): the pair the checkpoint's validation chose; for a
     checkpoint without one (e.g. the original's), a grid search on the validation split now; without a
-    validation split, the config's pair. Never tuned on the test split (README, Differences #12). Under torchrun,
-    rank 0 decides whether there is a validation split (the search is collective: every process must agree)."""
+    validation split, the config's pair. Never tuned on the test split (docs/differences.md#thresholds-on-validation).
+    Under torchrun, rank 0 decides whether there is a validation split (the search is collective: every process must
+    agree)."""
     stored = Thresholds.stored_in(checkpoint)
     if stored is not None:
         return stored, f"{checkpoint.get('thresholds_source', 'validation grid search')}, stored in the checkpoint"

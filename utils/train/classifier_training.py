@@ -1,6 +1,7 @@
 """The deepfake classifier's training on top of the shared Trainer (utils.train.trainer) and run sequence
 (utils.train.run): Adam on the balanced BCE, and an end-of-epoch validation that tunes the video thresholds on
-validation only (README, Differences #12 and #15). deep_fake_detect.py calls `train`."""
+validation only (docs/differences.md#thresholds-on-validation and docs/differences.md#counted-videos-and-one-rule).
+deep_fake_detect.py calls `train`."""
 from __future__ import annotations
 
 import math
@@ -203,8 +204,9 @@ def batch_stats(logits: torch.Tensor, targets: torch.Tensor, fake_loss: torch.Te
 
 def train_summary(step_log: Path, epoch: int) -> dict:
     """An epoch's training loss and accuracy from its rows in the step log (1-based epoch): each batch weighted
-    by its size, the class losses by their class counts (never a mean of batch means, README, Differences #14). The log
-    is the record kept across resumes; under torchrun its rows describe the batches of all processes."""
+    by its size, the class losses by their class counts (never a mean of batch means,
+    docs/differences.md#classifier-training-fixes). The log is the record kept across resumes; under torchrun its rows
+    describe the batches of all processes."""
     rows = pd.read_csv(step_log)
     rows = rows[rows["epoch"] == epoch]
 

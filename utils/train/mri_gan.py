@@ -45,7 +45,8 @@ EPOCH_COLUMNS = ["epoch", "step", "test_ssim", "test_pixel", "test_loss_G", "tes
 class MRIGANTraining:
     """The MRI-GAN on top of the shared Trainer: models, one G-then-D step, and the end-of-epoch report.
 
-    "Best" checkpoints are chosen on the held-out test split once per epoch (README, Differences #13): best G =
+    "Best" checkpoints are chosen on the held-out test split once per epoch
+    (docs/differences.md#best-checkpoints-and-exact-resume): best G =
     highest mean test SSIM between generated and target MRI, best D = lowest mean test D loss.
     """
 

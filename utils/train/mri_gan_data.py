@@ -60,7 +60,8 @@ def load_split(cfg: Config, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
 def draw_epoch(reals: pd.DataFrame, fakes: pd.DataFrame, frac: float, seed: int, epoch: int) -> pd.DataFrame:
     """One epoch's rows, as the original drew them: a fraction `frac` of the reals, as many fakes as reals,
     shuffled. Fakes are drawn with replacement when there are fewer fakes than reals (the original crashed,
-    README, Differences #14). Seeded by (seed, epoch), so every process and every resume draws the same rows."""
+    docs/differences.md#classifier-training-fixes). Seeded by (seed, epoch), so every process and every resume draws
+    the same rows."""
     rng = np.random.default_rng([seed, epoch])
     n_real = max(1, int(round(frac * len(reals))))
     real_rows = reals.iloc[rng.choice(len(reals), n_real, replace=False)]
