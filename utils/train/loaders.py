@@ -2,8 +2,10 @@
 skip batches for exact resume, the worker seeding, and rank 0's progress bar."""
 from __future__ import annotations
 
+import os
 import random
 import signal
+import threading
 from typing import Iterable
 
 import numpy as np
@@ -42,14 +44,38 @@ class SkipSampler(Sampler):
 
 
 def seed_worker(worker_id: int) -> None:
-    """worker_init_fn: seed python and numpy from the per-worker torch seed the DataLoader derived. Loader
-    workers ignore SIGINT (Ctrl-C reaches the whole process group): the main process stops at a step boundary
-    and shuts them down. SIGTERM keeps its default, which the DataLoader uses to end stuck workers; schedulers
-    must signal the main process only (cluster/train.sbatch: --signal=B:TERM, passed on by the batch shell)."""
+    """worker_init_fn: seed python and numpy from the per-worker torch seed the DataLoader derived, and make the
+    worker leave stopping to its rank. Loader workers ignore SIGINT (Ctrl-C reaches the whole process group) and
+    every SIGTERM that does not come from their rank: torchrun stops a rank with killpg on its whole session, and
+    SLURM may signal every process of the job. The rank got the same signal; it stops at a step boundary and ends
+    its workers itself. A SIGTERM from the rank still ends a worker, as the DataLoader ends a stuck one and
+    multiprocessing ends its workers at exit; a worker whose rank died ends by itself (the DataLoader's watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sigterm_from_parent_only()
     seed = torch.initial_seed() % 2**32
     random.seed(seed)
     np.random.seed(seed)
+
+
+def sigterm_from_parent_only() -> None:
+    """Drop SIGTERM unless this process's parent sent it, which ends the process as SIGTERM's default would.
+
+    A signal handler cannot tell who sent the signal, so SIGTERM is blocked in this thread (and in the threads it
+    starts later) and a thread takes it with sigwaitinfo, which names the sender. Its disposition is SIG_IGN, so a
+    thread started earlier that does not block it drops it rather than dying."""
+    if not hasattr(signal, "sigwaitinfo"):  # not POSIX: keep the plain rule of ignoring it
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return
+    parent = os.getppid()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def take_sigterm() -> None:
+        while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
+            pass
+        os._exit(128 + signal.SIGTERM)  # the shell's code for death by SIGTERM; SIG_IGN rules out the signal itself
+
+    threading.Thread(target=take_sigterm, name="sigterm-from-parent", daemon=True).start()
 
 
 def make_loader(dataset: Dataset, batch_size: int, ctx: DistContext, *, seed: int, epoch: int = 0,
