@@ -25,8 +25,8 @@ def build_parser():
                         help="data sets to process: dfdc celeb_df_v2 fdf ffhq (default: every one whose "
                              "input folder exists)")
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="worker processes (default: runtime.workers in the config; 0 = one per CPU); steps "
-                             "that run a model on CUDA use at most runtime.workers_per_gpu per GPU")
+                        help="worker processes (default: runtime.workers in the config; 0 = one per CPU of this "
+                             "task); steps that run a model on CUDA use at most runtime.workers_per_gpu per GPU")
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="process only shard K of N (e.g. one SLURM array task); default 1/1")
     parser.add_argument("--original_mri_rendering", action="store_true",

@@ -1,9 +1,10 @@
-"""utils/runtime.py: seeding, device choice (and why a present GPU cannot be used), CUDA determinism, and run
-folders that record config and versions."""
+"""utils/runtime.py: seeding, device choice (and why a present GPU cannot be used), CUDA determinism, run
+folders that record config and versions, the CPUs a process may use, and what a repeated stop signal means."""
 import json
 import logging
 import os
 import random
+import signal
 import subprocess
 import sys
 
@@ -12,11 +13,12 @@ import pytest
 import torch
 import yaml
 
-from utils.config import load_config
+from utils.config import PROJECT_ROOT, load_config
 from utils.errors import ConfigError
 from utils.runtime import (
     NATIVE_BF16_FLAGS,
     arch_supported,
+    available_cpus,
     choose_device,
     choose_precision,
     cpu_flags,
@@ -340,3 +342,89 @@ def test_gpu_auto_chooses_cuda_and_this_gpu_is_in_the_build():
     capability = "{}.{}".format(*torch.cuda.get_device_capability(0))
     assert arch_supported(capability, torch.cuda.get_arch_list())
     torch.ones(8, device="cuda").sum().item()  # a kernel runs ("no kernel image" would raise here)
+
+
+# --- the CPUs of this process ----------------------------------------------------------------------------
+
+
+def test_slurm_cpus_per_task_caps_the_affinity_mask_and_never_raises_it():
+    mask = len(os.sched_getaffinity(0))
+    assert available_cpus({}) == mask
+    assert available_cpus({"SLURM_CPUS_PER_TASK": "1"}) == 1
+    assert available_cpus({"SLURM_CPUS_PER_TASK": str(mask + 100)}) == mask
+    assert available_cpus({"SLURM_CPUS_PER_TASK": ""}) == mask  # set but empty, as some job scripts export it
+
+
+# A preprocessing step of one item in this process: what available_cpus says, the workers runtime.workers 0 gives,
+# and the threads the item's torch computes with.
+CPU_PROBE = """
+import torch
+from utils.preprocess import jobs
+from utils.runtime import available_cpus
+
+threads = []
+jobs.run_items("probe", [0], lambda item: threads.append(torch.get_num_threads()) or jobs.Outcome(jobs.DONE), str)
+print(available_cpus(), jobs.resolve_workers(0), *threads)
+"""
+
+
+def on_one_cpu():
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # as taskset or a cgroup's cpuset does
+
+
+@pytest.mark.slow  # a python process
+@pytest.mark.parametrize("limit", ["affinity", "SLURM_CPUS_PER_TASK"])
+def test_a_process_limited_to_one_cpu_runs_one_preprocessing_worker_with_one_thread(limit):
+    if os.cpu_count() < 2:
+        pytest.skip("needs a machine with at least 2 CPUs to tell the task's CPUs from the machine's")
+    env = {key: value for key, value in os.environ.items() if key not in ("OMP_NUM_THREADS", "SLURM_CPUS_PER_TASK")}
+    if limit == "SLURM_CPUS_PER_TASK":
+        env[limit] = "1"
+    result = subprocess.run([sys.executable, "-c", CPU_PROBE], cwd=PROJECT_ROOT, env=env, capture_output=True,
+                            text=True, timeout=120, preexec_fn=on_one_cpu if limit == "affinity" else None)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["1", "1", "1"]
+
+
+# --- repeated stop signals -------------------------------------------------------------------------------------
+
+# Inside stop_on_signals, the process signals itself twice with argv[1] (SIGTERM or SIGINT), with the grace for a
+# repeated SIGTERM set to argv[2] seconds; it prints the request it recorded if it is still alive.
+TWO_SIGNALS = """
+import os, signal, sys, time
+from utils import runtime
+
+runtime.REPEATED_SIGTERM_GRACE = float(sys.argv[2])
+signum = signal.Signals[sys.argv[1]]
+with runtime.stop_on_signals() as stop:
+    for _ in range(2):
+        os.kill(os.getpid(), signum)
+        time.sleep(0.2)
+    print(f"alive, asked to stop by {signal.Signals(stop.signum).name}", flush=True)
+"""
+
+
+def two_signals(name: str, grace: float) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", TWO_SIGNALS, name, str(grace)], cwd=PROJECT_ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.slow  # a python process
+def test_a_sigterm_repeated_within_the_grace_is_the_same_stop_request():
+    """SLURM's SIGTERM to every process, then torchrun's relay of the batch shell's: one request, stop at the
+    next safe point."""
+    result = two_signals("SIGTERM", 30)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "alive, asked to stop by SIGTERM"
+
+
+@pytest.mark.slow  # a python process
+def test_a_second_sigterm_after_the_grace_stops_the_process_at_once():
+    result = two_signals("SIGTERM", 0.1)
+    assert result.returncode == -signal.SIGTERM and not result.stdout
+
+
+@pytest.mark.slow  # a python process
+def test_two_ctrl_c_stop_the_process_at_once():
+    result = two_signals("SIGINT", 30)
+    assert result.returncode == -signal.SIGINT and not result.stdout

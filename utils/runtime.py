@@ -6,6 +6,7 @@ The device choice tells a machine without a GPU from one whose GPU this torch bu
 GPU architecture not compiled in): the latter is said in one line with its fix, never a silent CPU run.
 Long loops run inside `stop_on_signals`: SIGTERM (a scheduler's preemption notice) and SIGINT (Ctrl-C) then
 ask them to stop at the next safe point (between items, at a step boundary) instead of killing the process.
+Work is sized by `available_cpus`: the CPUs this process may run on, not the node's.
 """
 from __future__ import annotations
 
@@ -19,12 +20,13 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
@@ -49,11 +51,25 @@ NVIDIA_PROC = Path("/proc/driver/nvidia")  # exists whenever the NVIDIA kernel d
 MIN_DRIVER = {11: "450.80", 12: "525.60", 13: "580"}
 GPU_HELP = "docs/gpus.md#torch-builds"
 _WARNED: set[str] = set()
+# A SIGTERM repeated within this many seconds of the first is the same stop request, not "stop now": on a
+# preemption SLURM signals every process of the job and the batch shell's relay through torchrun signals the ranks
+# again, moments later. torchrun itself waits 30 s after its SIGTERM before it kills, so no copy from that chain
+# arrives later than this; a SIGTERM after it (e.g. SLURM's at the time limit) stops at once.
+REPEATED_SIGTERM_GRACE = 30.0
 
 RECORDED_PACKAGES = (
     "torch", "torchvision", "timm", "facenet-pytorch", "numpy", "opencv-python-headless", "scikit-image",
     "scikit-learn", "scipy", "pandas", "pytorch-msssim", "Pillow", "PyYAML",
 )
+
+
+def available_cpus(env: Mapping[str, str] = os.environ) -> int:
+    """The CPUs this process may use: its affinity mask (a cgroup or taskset limit; the whole node for
+    os.cpu_count()), capped by SLURM_CPUS_PER_TASK when SLURM set it, which holds even where the affinity is not
+    bound to the task's CPUs."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_task = env.get("SLURM_CPUS_PER_TASK", "")
+    return max(1, min(cpus, int(per_task)) if per_task.isdigit() and int(per_task) > 0 else cpus)
 
 
 def seed_everything(seed: int) -> None:
@@ -293,9 +309,10 @@ def signal_name(signum: int) -> str:
 
 @dataclass
 class StopRequest:
-    """The first stop signal received inside `stop_on_signals` (None until one arrives)."""
+    """The first stop signal received inside `stop_on_signals` (None until one arrives) and when (monotonic s)."""
 
     signum: int | None = None
+    time: float = 0.0
 
 
 _ACTIVE: list[StopRequest] = []  # the request of the outermost stop_on_signals block, while it runs
@@ -304,7 +321,8 @@ _ACTIVE: list[StopRequest] = []  # the request of the outermost stop_on_signals 
 @contextmanager
 def stop_on_signals() -> Iterator[StopRequest]:
     """Inside the block, SIGTERM and SIGINT only record a request that the caller checks at safe points; a
-    second signal stops the process at once. The previous handlers come back on exit. A nested block shares
+    second signal stops the process at once, except a SIGTERM after a SIGTERM within REPEATED_SIGTERM_GRACE
+    seconds, which is the same request (see there). The previous handlers come back on exit. A nested block shares
     the outer block's request, so a signal that arrives between two loops stops the next one before it starts.
     Outside the main thread (where handlers cannot be set) the request never fires."""
     if _ACTIVE:
@@ -316,10 +334,13 @@ def stop_on_signals() -> Iterator[StopRequest]:
         return
 
     def handler(signum, frame):
-        if request.signum is not None:  # asked twice: stop now
-            signal.signal(signum, signal.SIG_DFL)
+        now = time.monotonic()
+        if request.signum is not None:
+            if signum == request.signum == signal.SIGTERM and now - request.time < REPEATED_SIGTERM_GRACE:
+                return  # the same preemption, signalled again by another process of the chain
+            signal.signal(signum, signal.SIG_DFL)  # asked twice: stop now
             os.kill(os.getpid(), signum)
-        request.signum = signum
+        request.signum, request.time = signum, now
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
     _ACTIVE.append(request)

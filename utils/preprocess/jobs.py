@@ -13,7 +13,6 @@ import atexit
 import gc
 import logging
 import multiprocessing
-import os
 import re
 import signal
 import time
@@ -29,7 +28,7 @@ from tqdm import tqdm
 
 from utils.errors import ConfigError, DeviceError, Interrupted, ItemError, OutputError, StepFailed
 from utils.fileio import write_csv
-from utils.runtime import signal_name, stop_on_signals
+from utils.runtime import available_cpus, signal_name, stop_on_signals
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +221,7 @@ atexit.register(_close_pool)
 
 
 def resolve_workers(workers: int) -> int:
-    return workers if workers > 0 else (os.cpu_count() or 1)
+    return workers if workers > 0 else available_cpus()
 
 
 def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Callable[[Any], str],
@@ -248,7 +247,7 @@ def run_items(step: str, items: Sequence, fn: Callable[[Any], Outcome], key: Cal
         bar.update(1)
         bar.set_postfix(done=summary.done, skipped=summary.skipped, failed=summary.failed, refresh=False)
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, available_cpus() // workers)  # the task's CPUs, shared by its workers
     write_failures = True
     try:
         with stop_on_signals() as stop:
