@@ -1,16 +1,18 @@
-"""Processes under a launcher: local rank from torchrun, srun or mpirun variables; one process's error stops all
-of them in one line; work done once per node. Real gloo process groups on 127.0.0.1."""
+"""Processes under a launcher: local rank from torchrun, srun or mpirun variables and the GPU it takes; one process's
+error stops all of them in one line; work done once per node; no rank leaves a save before rank 0's file is written.
+Real gloo process groups on 127.0.0.1."""
 from __future__ import annotations
 
 import socket
 import sys
 
 import pytest
+import torch
 
 from tests.helpers import free_port, run_together, srun_environment
 from utils.config import PROJECT_ROOT
 from utils.errors import ConfigError
-from utils.train.distributed import local_rank_from_env
+from utils.train.distributed import gpu_of_local_rank, local_rank_from_env
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -30,6 +32,20 @@ def test_no_local_rank_is_a_one_line_error_on_cuda_and_rank_0_of_its_node_on_the
     assert local_rank_from_env({}, world_size=1, device_type="cuda") == 0
     with pytest.raises(ConfigError, match="SLURM_LOCALID must be a whole number"):
         local_rank_from_env({"SLURM_LOCALID": "first"}, world_size=2, device_type="cuda")
+
+
+def test_a_process_that_sees_one_gpu_uses_it_whatever_its_local_rank(monkeypatch):
+    """srun --gpus-per-task=1: every process sees its own GPU as the only one."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert gpu_of_local_rank(0) == gpu_of_local_rank(3) == torch.device("cuda", 0)
+
+
+def test_with_several_visible_gpus_local_rank_k_takes_gpu_k_and_beyond_them_is_a_one_line_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert [gpu_of_local_rank(k) for k in range(4)] == [torch.device("cuda", k) for k in range(4)]
+    with pytest.raises(ConfigError, match="local rank 4 has no GPU: only 4 visible") as error:
+        gpu_of_local_rank(4)
+    assert "\n" not in str(error.value)
 
 
 # Each process: its local rank; BatchNorm statistics of its own batch, then rank 0's (broadcast_buffers);
@@ -89,3 +105,39 @@ def test_srun_style_launch_takes_slurm_localid_runs_once_per_node_first_and_stop
         assert result.stderr.count("\n") == 1, result.stderr
         assert f"rank 1 on {socket.gethostname()}: data/valid.csv not found" in result.stderr
     assert log.read_text().split("\n")[:-1] == ["start 0", "end 0", "start 1", "end 1"]
+
+
+# Both ranks save a checkpoint through the Trainer; rank 0's write is slowed by 2 s. Each prints whether the file
+# existed (complete: it is written under a temporary name, then renamed) when its save returned.
+SLOW_SAVE = """
+import os, sys, time
+import torch
+from utils.train import trainer
+from utils.train.distributed import distributed_context
+
+write = trainer.save_checkpoint
+
+def slow_write(path, state):
+    time.sleep(2)
+    write(path, state)
+
+trainer.save_checkpoint = slow_write
+run_dir = sys.argv[1]
+with distributed_context("cpu") as ctx:
+    model = torch.nn.Linear(2, 1)
+    run = trainer.Trainer(ctx, trainer.Path(run_dir), {"model_state_dict": model},
+                          {"optimizer_state_dict": torch.optim.SGD(model.parameters(), lr=0.1)},
+                          config={}, checkpoint_every=1, loss_keys=())
+    run.save("checkpoint.chkpt")
+    print(f"rank {ctx.rank} returned; file written: {os.path.exists(os.path.join(run_dir, 'checkpoint.chkpt'))}")
+"""
+
+
+@pytest.mark.slow  # 2 processes
+def test_no_rank_returns_from_a_save_before_rank_0_has_written_the_checkpoint(tmp_path):
+    port = free_port()
+    results = run_together([([sys.executable, "-c", SLOW_SAVE, str(tmp_path)], PROJECT_ROOT,
+                             srun_environment(rank, 2, port)) for rank in (0, 1)], timeout=120)
+    for rank, result in enumerate(results):
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip() == f"rank {rank} returned; file written: True"

@@ -71,7 +71,7 @@ def _env_int(env: Mapping[str, str], name: str, default: str | None = None) -> i
 def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
     """One process, or one of several started by a launcher (WORLD_SIZE > 1; torchrun, or srun/mpirun exporting
     RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT): init_process_group with nccl on CUDA, gloo on CPU, each process
-    on the GPU of its local rank (local_rank_from_env). The group is destroyed on exit."""
+    on the GPU of its local rank (gpu_of_local_rank). The group is destroyed on exit."""
     world_size = launched_world_size()
     device = choose_device(device_name)
     if world_size <= 1:
@@ -79,10 +79,7 @@ def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
         return
     rank, local_rank = _env_int(os.environ, "RANK"), local_rank_from_env(os.environ, world_size, device.type)
     if device.type == "cuda":
-        if local_rank >= torch.cuda.device_count():
-            raise ConfigError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible on "
-                              f"{socket.gethostname()} (start at most that many processes per node)")
-        device = torch.device("cuda", local_rank)
+        device = gpu_of_local_rank(local_rank)
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
@@ -91,6 +88,17 @@ def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
         dist.destroy_process_group()
 
 
+def gpu_of_local_rank(local_rank: int) -> torch.device:
+    """The GPU this process computes on. A process that sees one GPU uses it whatever its local rank: srun
+    --gpus-per-task=1 (or a per-task CUDA_VISIBLE_DEVICES) gives each process its own GPU, always as cuda:0. With
+    several visible, local rank k takes cuda:k, and a local rank beyond them is a one-line error."""
+    visible = torch.cuda.device_count()
+    if visible == 1:
+        return torch.device("cuda", 0)
+    if local_rank >= visible:
+        raise ConfigError(f"local rank {local_rank} has no GPU: only {visible} visible on {socket.gethostname()} "
+                          "(start at most that many processes per node)")
+    return torch.device("cuda", local_rank)
 
 
 def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
@@ -98,7 +106,7 @@ def wrap_model(model: nn.Module, ctx: DistContext) -> nn.Module:
     model = model.to(ctx.device)
     if not ctx.distributed:
         return model
-    return DistributedDataParallel(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -114,6 +122,13 @@ def all_reduce_sum(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     if ctx.distributed:
         dist.all_reduce(tensor)
     return tensor
+
+
+def barrier(ctx: DistContext) -> None:
+    """Collective: return once every process has reached this call (e.g. after rank 0 wrote a file); nothing in one
+    process."""
+    if ctx.distributed:
+        dist.barrier(device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
 
 
 def gather_objects(value: Any, ctx: DistContext) -> list:

@@ -25,7 +25,7 @@ from utils.errors import CheckpointError, Interrupted, NonFiniteLoss
 from utils.fileio import write_json
 from utils.names import PERIODIC
 from utils.runtime import Precision, StopRequest, signal_name, stop_on_signals
-from utils.train.distributed import DistContext, mean_over_ranks, unwrap
+from utils.train.distributed import DistContext, barrier, mean_over_ranks, unwrap
 from utils.train.loaders import progress
 from utils.train.precision import MixedPrecision
 from utils.train.rng import derive_seed, rng_state, set_rng_state, torch_rng_of_every_rank
@@ -109,6 +109,9 @@ class Trainer:
         state = self.state_dict()  # every rank takes part (RNG gather); rank 0 writes
         if self.ctx.is_main:
             save_checkpoint(self.run_dir / name, state)
+        # No rank returns before the file is complete: a rank that stops here and exits at once could otherwise end
+        # the job (srun --kill-on-bad-exit, a launcher tearing down) while rank 0 is still writing.
+        barrier(self.ctx)
         if name == self.periodic_name:
             self.last_checkpoint = (str(self.run_dir / name) if self.ctx.is_main else name, self.position.step)
 
