@@ -483,6 +483,39 @@ def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_an
     assert "world size changed from 2 to 1" in summary["resumes"][0]["warnings"][0]
 
 
+@pytest.mark.slow  # torchrun, 2 processes with 2 loader workers each
+def test_sigterm_to_torchrun_with_loader_workers_saves_at_the_stop_step_and_the_run_resumes(data, tmp_path):
+    """The default set-up on a cluster: loader workers, and SIGTERM to torchrun, which passes it on with killpg on
+    each rank's whole session, so the workers get it too. They leave stopping to their rank: both ranks stop at one
+    step, rank 0 saves there, and the run resumes to the end."""
+    logs = tmp_path / "logs"
+    flags = set_flags(settings(data, logs, "MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=3",
+                               "runtime.loader_workers=2"))
+    torchrun = Path(sys.executable).with_name("torchrun")
+    first = subprocess.Popen([str(torchrun), "--standalone", "--nproc_per_node", "2", SCRIPT, "--train_from_scratch",
+                              *flags], cwd=PROJECT_ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(logs, 1, first, timeout=180)
+    first.send_signal(signal.SIGTERM)
+    stdout, stderr = first.communicate(timeout=180)
+    assert "DataLoader worker" not in stderr, stderr[-3000:]
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
+    step = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)["global_step"]
+    assert {f"rank {rank}: stopped by SIGTERM at step {step}" for rank in (0, 1)} <= set(stdout.splitlines())
+    # Each rank ends as an interrupted run does: its one line, exit 143. torchrun itself reports the signal it got
+    # and exits 1 (cluster/train.sbatch turns that into the job's 143).
+    assert stderr.count(f"{SCRIPT}: stopped by SIGTERM at step {step} ") == 2, stderr[-3000:]
+    assert first.returncode == 1 and "got signal: 15" in stderr, stderr[-3000:]
+    assert 0 < step < 6 and len(read_rows(run_dir / "losses.csv")) == step  # saved at the step it stopped
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "stopped by SIGTERM"
+
+    resumed = torchrun_two_processes(SCRIPT, "--train_resume", str(run_dir / "checkpoint.chkpt"), timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == list(range(1, 7))  # 8 items, batch 4
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "finished" and summary["exact"]
+
+
 TORCHRUN = ("MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=1")
 
 
