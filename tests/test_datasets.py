@@ -1,11 +1,13 @@
 """Data sets as downloaded: FFHQ's thousands folders and flat folders, FDF's size folders, and folders that hold
 the wrong thing (an error naming the folder, what it should hold and what it holds)."""
 import json
+import math
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -172,3 +174,31 @@ def test_ffhq_as_downloaded_gets_one_crop_per_face_in_its_own_sub_folder(tmp_pat
     assert sorted(reals["group"]) == ["ffhq:00000/00000_0", "ffhq:00000/00001_0", "ffhq:01000/00000_0",
                                       "ffhq:01000/00001_0"]
     assert root.is_dir() and len(image_files(root)) == 4  # the input is untouched
+
+
+@pytest.mark.slow  # runs --gen_mri_dataset twice on 4 real and 4 fake videos (about 30 s)
+def test_dfdc_fraction_skips_the_left_out_videos_before_their_pairs_are_computed(tmp_path):
+    data = tmp_path / "data"
+    make_dfdc_dataset(data / "dfdc", videos_per_split={"train": 4, "valid": 1, "test": 1}, n_frames=11, seed=4)
+    half = config_for(data, tmp_path / "half", mri={"dfdc_fraction": 0.5})
+    whole = config_for(data, tmp_path / "whole", mri={"dfdc_fraction": 1.0})
+    for config in (half, whole):
+        result = preprocess(config, "--gen_mri_dataset", "--datasets", "dfdc")
+        assert result.returncode == 0, result.stderr
+    videos = dfdc_train_videos(data / "dfdc/train")
+    fakes_of = {v.video_id: [f.video_id for f in videos if f.original == v.path.name] for v in videos if not v.label}
+    # the rule of the CSV writer before (commit bc58e80): a seeded permutation of the sorted groups, rounded up
+    groups = sorted(f"dfdc:{real}" for real in fakes_of)
+    kept = sorted(g.split(":")[1] for g in np.random.default_rng(42).permutation(groups)[:math.ceil(0.5 * 4)])
+    cfg = load_config(half)
+    assert sorted(p.name for p in cfg.path("features.dfdc.mri_path").iterdir()) == \
+        sorted(f for real in kept for f in fakes_of[real])
+    assert sorted(p.name for p in cfg.path("features.dfdc.mri_faces_path").iterdir()) == \
+        sorted(kept + [f for real in kept for f in fakes_of[real]])
+    # the kept pairs are the same rows as when every video is computed
+    ours = pd.read_csv(cfg.asset("features.dfdc.mri_metadata_csv")).replace(str(tmp_path / "half"), "", regex=True)
+    everything = pd.read_csv(load_config(whole).asset("features.dfdc.mri_metadata_csv"))
+    everything = everything.replace(str(tmp_path / "whole"), "", regex=True)
+    assert ours.equals(everything[everything["real_video"].isin(kept)].reset_index(drop=True))
+    fakes = pd.concat([pd.read_csv(cfg.asset(f"features.mri_dataset_fake_{s}_csv")) for s in ("train", "test")])
+    assert sorted(set(fakes["group"])) == [f"dfdc:{real}" for real in kept]

@@ -50,8 +50,8 @@ class PairGroup:
 
 
 def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
-    """The real videos with their fakes whose MRI pairs the step computes: DFDC and Celeb-DF-v2 (less its
-    exclusions)."""
+    """The real videos with their fakes whose MRI pairs the step computes: the kept share of DFDC
+    (mri.dfdc_fraction, chosen here so that the others are never processed) and Celeb-DF-v2 (less its exclusions)."""
     groups = []
     if "dfdc" in datasets:
         videos = dfdc_train_videos(cfg.path("data_path.dfdc.train"))  # MRI targets come from the originals
@@ -66,7 +66,8 @@ def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
         dfdc = [PairGroup("dfdc", real, tuple(fakes), cfg.path("features.dfdc.crop_faces.train"),
                           cfg.path("features.dfdc.mri_faces_path"), cfg.path("features.dfdc.mri_path"))
                 for real, fakes in sorted(by_real.items())]
-        groups += dfdc
+        keep = kept_groups([_identity(g) for g in dfdc], cfg["mri.dfdc_fraction"], cfg["runtime.seed"])
+        groups += [g for g in dfdc if _identity(g) in keep]
     if "celeb_df_v2" in datasets:
         real_dir, fake_dir = cfg.path("data_path.celeb_df_v2.real"), cfg.path("data_path.celeb_df_v2.fake")
         mapping = celeb_df_mapping(real_dir, fake_dir)
@@ -83,6 +84,13 @@ def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
                               f"{real_dir} has a fake id<A>_id<B>_<NNNN>.mp4 in {fake_dir} (after the exclusions); "
                               f"found {folder_contents(real_dir)} and {folder_contents(fake_dir)}")
     return groups
+
+
+def kept_groups(identities: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded `fraction` (rounded up) of the distinct groups. The original kept a random half of the DFDC crop
+    rows; we keep half of the DFDC videos, each with its fakes."""
+    unique = sorted(set(identities))
+    return set(np.random.default_rng(seed).permutation(unique)[: math.ceil(fraction * len(unique))])
 
 
 def excluded_celeb_df_videos(cfg: Config) -> set[str]:
@@ -256,11 +264,6 @@ def write_mri_dataset_csvs(cfg: Config, groups: list[PairGroup], aligned: bool, 
                       ("celeb_df_v2", "features.celeb_df_v2.mri_metadata_csv")):
         if name in datasets:
             write_csv(cfg.asset(key), rows[rows["dataset"] == name].drop(columns="dataset"))
-    # The original kept a random half of the DFDC crop rows; we keep half of the DFDC videos.
-    dfdc_groups = sorted(set(rows.loc[rows["dataset"] == "dfdc", "group"]))
-    keep = set(np.random.default_rng(seed).permutation(dfdc_groups)[: math.ceil(cfg["mri.dfdc_fraction"] *
-                                                                             len(dfdc_groups))])
-    rows = rows[(rows["dataset"] != "dfdc") | rows["group"].isin(keep)]
     blank = str(cfg.asset("features.blank_png"))
     fakes = pd.DataFrame({"face_image": rows["fake_image"], "mri_image": rows["mri_image"], "class": "fake",
                           "video_id": rows["fake_video"], "group": rows["group"]})
