@@ -88,19 +88,27 @@ def test_a_dfdc_part_folder_given_as_the_train_root_is_recognised(tmp_path):
         dfdc_train_videos(tmp_path / "dfdc/train/dfdc_train_part_0")
 
 
-def test_a_dfdc_test_folder_without_its_labels_file_is_an_error(tmp_path):
+def dfdc_with(tmp_path: Path, change=None):
+    """A generated DFDC set (one real and one fake per split), changed by `change(dfdc root)`, and its config."""
     make_dfdc_dataset(tmp_path / "data/dfdc", videos_per_split=1, n_frames=2)
-    (tmp_path / "data/dfdc/test/data/labels.csv").rename(tmp_path / "data/dfdc/test/labels.csv")
-    cfg = load_config(config_for(tmp_path / "data", tmp_path / "out"))
+    if change:
+        change(tmp_path / "data/dfdc")
+    return load_config(config_for(tmp_path / "data", tmp_path / "out"))
+
+
+def remove_videos(folder: Path) -> None:
+    for video in folder.glob("*.mp4"):
+        video.unlink()
+
+
+def test_a_dfdc_test_folder_without_its_labels_file_is_an_error(tmp_path):
+    cfg = dfdc_with(tmp_path, lambda dfdc: (dfdc / "test/data/labels.csv").rename(dfdc / "test/labels.csv"))
     with pytest.raises(ConfigError, match=r"'data_path.dfdc.test': \S+ should hold labels.csv .* beside its 2 videos"):
         video_sets(cfg, ["dfdc"])
 
 
 def test_a_dfdc_valid_folder_without_videos_is_an_error(tmp_path):
-    make_dfdc_dataset(tmp_path / "data/dfdc", videos_per_split=1, n_frames=2)
-    for video in (tmp_path / "data/dfdc/valid/data").glob("*.mp4"):
-        video.unlink()
-    cfg = load_config(config_for(tmp_path / "data", tmp_path / "out"))
+    cfg = dfdc_with(tmp_path, lambda dfdc: remove_videos(dfdc / "valid/data"))
     with pytest.raises(ConfigError, match=r"'data_path.dfdc.valid': \S+ should hold the DFDC valid videos .*"
                                           r"found 1 .csv file$"):
         video_sets(cfg, ["dfdc"])
@@ -114,20 +122,18 @@ def test_an_empty_ffhq_folder_is_an_error_not_zero_items(tmp_path):
 
 
 def test_dfdc_metadata_whose_videos_are_all_missing_is_an_error(tmp_path):
-    make_dfdc_dataset(tmp_path / "data/dfdc", videos_per_split=1, n_frames=2)
-    for video in (tmp_path / "data/dfdc/train/dfdc_train_part_0").glob("*.mp4"):
-        video.unlink()
-    cfg = load_config(config_for(tmp_path / "data", tmp_path / "out"))
+    cfg = dfdc_with(tmp_path, lambda dfdc: remove_videos(dfdc / "train/dfdc_train_part_0"))
     with pytest.raises(ConfigError, match="list 2 videos and none of them is beside its metadata.json"):
         video_sets(cfg, ["dfdc"])
 
 
-def test_dfdc_metadata_without_a_fake_of_a_present_original_has_no_mri_pair(tmp_path):
-    make_dfdc_dataset(tmp_path / "data/dfdc", videos_per_split=1, n_frames=2)
-    part = tmp_path / "data/dfdc/train/dfdc_train_part_0"
+def remove_the_fake(part: Path) -> None:
     fake = next(name for name, record in json.loads((part / "metadata.json").read_text()).items() if record["original"])
     (part / fake).unlink()
-    cfg = load_config(config_for(tmp_path / "data", tmp_path / "out"))
+
+
+def test_dfdc_metadata_without_a_fake_of_a_present_original_has_no_mri_pair(tmp_path):
+    cfg = dfdc_with(tmp_path, lambda dfdc: remove_the_fake(dfdc / "train/dfdc_train_part_0"))
     with pytest.raises(ConfigError, match="list no fake video whose original is on disk"):
         pair_groups(cfg, ["dfdc"])
 
