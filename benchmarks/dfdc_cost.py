@@ -108,7 +108,8 @@ def project(preprocessing: dict, mri_gan: dict, classifier: dict) -> dict:
     preprocess_hours = {
         "extract_landmarks": per_video["extract_landmarks"] * DFDC_VIDEOS / 3600,
         "crop_faces": per_video["crop_faces"] * DFDC_VIDEOS / 3600,
-        "gen_mri_dataset": per_video["gen_mri_dataset"] * DFDC_FAKES / 3600,
+        # only the kept share of the DFDC videos is processed (mri.dfdc_fraction is applied before the pairs)
+        "gen_mri_dataset": per_video["gen_mri_dataset"] * DFDC_FAKES * MRI_GAN["dfdc_fraction"] / 3600,
         "gen_dfdc_mri": per_video["gen_dfdc_mri"] * DFDC_VIDEOS / 3600,
     }
     total = sum(preprocess_hours.values())

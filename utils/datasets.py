@@ -42,7 +42,10 @@ def dfdc_train_videos(root: Path) -> list[DfdcVideo]:
             label = 0 if str(record.get("label", "")).upper() == "REAL" else 1
             entries.append(DfdcVideo(meta.parent / name, label, record.get("original")))
     if not entries:
-        raise ConfigError(f"no DFDC part folders with metadata.json under {root} (config key data_path.dfdc.train)")
+        hint = " (this is one part folder: point the key at the folder holding it)" \
+            if (Path(root) / "metadata.json").is_file() else ""
+        raise ConfigError(f"config key 'data_path.dfdc.train': {root} should hold DFDC part folders "
+                          f"(dfdc_train_part_N/metadata.json listing videos); found {folder_contents(root)}{hint}")
     return sorted(entries, key=lambda e: str(e.path))
 
 
@@ -91,9 +94,53 @@ def celeb_df_mapping(real_dir: Path, fake_dir: Path) -> dict[str, list[str]]:
 
 
 def image_files(folder: Path) -> list[Path]:
-    """Image files of a flat folder (FDF, FFHQ), sorted."""
-    return sorted(p for p in Path(folder).iterdir()
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    """Image files under a folder (FDF, FFHQ), flat or in sub-folders (FFHQ's thousands folders), sorted by their
+    path relative to `folder`; hidden files and folders are skipped."""
+    folder = Path(folder)
+    found = [p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+             and not any(part.startswith(".") for part in p.relative_to(folder).parts)]
+    return sorted(found, key=lambda p: p.relative_to(folder).parts)
+
+
+def image_key(folder: Path, image: Path) -> str:
+    """An image's name in the landmarks JSON: its path relative to the data set folder (the file name in a flat
+    folder, as before; `00000/00000.png` in FFHQ's thousands folders, so names repeated in sub-folders stay apart)."""
+    return Path(image).relative_to(folder).as_posix()
+
+
+# FDF's image archives hold one sub-folder per resolution (`cc-by-nc-sa-2/8/`, ..., `cc-by-nc-sa-2/128/`), each
+# with the same image numbers; FFHQ's thousands folders are five digits (`00000`), so the two never mix up.
+_FDF_RESOLUTIONS = {str(2 ** n) for n in range(2, 11)}
+
+
+def image_folder_files(folder: Path, key: str) -> list[Path]:
+    """The images of an FDF/FFHQ folder, or a ConfigError naming the folder, what it should hold and what it holds."""
+    folder = Path(folder)
+    resolutions = sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name in _FDF_RESOLUTIONS), key=int)
+    if len(resolutions) > 1:
+        raise ConfigError(f"config key '{key}': {folder} holds one folder per image size ({', '.join(resolutions)}), "
+                          f"as FDF's archives do; point the key at one of them, e.g. {folder / resolutions[-1]}")
+    images = image_files(folder)
+    if not images:
+        raise ConfigError(f"config key '{key}': {folder} should hold face images "
+                          f"({' '.join(IMAGE_EXTENSIONS)}), flat or in sub-folders; found {folder_contents(folder)}")
+    return images
+
+
+def folder_contents(folder: Path) -> str:
+    """What a folder holds, for error messages: '3 .mp4 files, 1 .json file, 2 folders', or 'nothing'."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "no such folder"
+    counts: dict[str, int] = {}
+    for entry in folder.iterdir():
+        if entry.name.startswith("."):
+            continue
+        kind = "folder" if entry.is_dir() else f"{entry.suffix.lower() or 'extension-less'} file"
+        counts[kind] = counts.get(kind, 0) + 1
+    if not counts:
+        return "nothing"
+    return ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
 def split_labels(cfg: Config, split: str) -> dict[str, int]:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.config import Config
-from utils.datasets import dfdc_train_videos, image_files
+from utils.datasets import dfdc_train_videos, folder_contents, image_folder_files
 from utils.errors import ConfigError, ItemError
 from utils.fileio import atomic_dir, folder_complete, write_png
 from utils.media.faces import FaceDetector
@@ -105,19 +105,25 @@ def video_sets(cfg: Config, datasets: list[str]) -> list[VideoSet]:
     extensions = cfg["faces.video_extensions"]
     sets = []
     if "dfdc" in datasets:
-        train = tuple(v.path for v in dfdc_train_videos(dfdc_train_root(cfg)) if v.path.exists())
+        root = dfdc_train_root(cfg)
+        listed = dfdc_train_videos(root)
+        train = tuple(v.path for v in listed if v.path.exists())
+        if not train:
+            raise ConfigError(f"DFDC training videos: the metadata.json files under {root} list {len(listed)} "
+                              "videos and none of them is beside its metadata.json")
         sets.append(VideoSet("dfdc_train", train, cfg.path("features.dfdc.landmarks_path.train"),
                              cfg.path("features.dfdc.crop_faces.train")))
         for split in ("valid", "test"):
             folder = cfg.path(f"data_path.dfdc.{split}")
             if folder.is_dir():
-                sets.append(VideoSet(f"dfdc_{split}", tuple(list_videos(folder, extensions)),
+                sets.append(VideoSet(f"dfdc_{split}", dfdc_split_videos(cfg, split, extensions),
                                      cfg.path(f"features.dfdc.landmarks_path.{split}"),
                                      cfg.path(f"features.dfdc.crop_faces.{split}")))
             else:
                 log.warning("DFDC %s skipped: %s not found (config key data_path.dfdc.%s)", split, folder, split)
     if "celeb_df_v2" in datasets:
-        videos = list_videos(cfg.path("data_path.celeb_df_v2.real"), extensions)
+        videos = layout_videos(cfg, "data_path.celeb_df_v2.real", extensions,
+                               "Celeb-DF-v2's real videos (Celeb-real/id<A>_<NNNN>.mp4)")
         fake_dir = cfg.path("data_path.celeb_df_v2.fake")
         videos += list_videos(fake_dir, extensions) if fake_dir.is_dir() else []
         sets.append(VideoSet("celeb_df_v2", tuple(videos), cfg.path("features.celeb_df_v2.landmarks_path.train"),
@@ -125,18 +131,47 @@ def video_sets(cfg: Config, datasets: list[str]) -> list[VideoSet]:
     return sets
 
 
+def layout_videos(cfg: Config, key: str, extensions, expected: str) -> list[Path]:
+    """The videos directly in the folder of config key `key`, or a ConfigError saying what it should hold
+    and what it holds."""
+    folder = cfg.path(key)
+    videos = list_videos(folder, extensions)
+    if not videos:
+        raise ConfigError(f"config key '{key}': {folder} should hold {expected} ({' '.join(extensions)}); "
+                          f"found {folder_contents(folder)}")
+    return videos
+
+
+def dfdc_split_videos(cfg: Config, split: str, extensions) -> tuple[Path, ...]:
+    """A DFDC valid/test folder's videos; the folder must hold its labels file too (the classifier's labels)."""
+    key = f"data_path.dfdc.{split}"
+    videos = layout_videos(cfg, key, extensions, f"the DFDC {split} videos and their labels file")
+    labels = cfg.path(key) / cfg[f"data_path.dfdc.{split}_labels_csv_filename"]
+    if not labels.is_file():
+        raise ConfigError(f"config key '{key}': {cfg.path(key)} should hold {labels.name} (file name, label 0 real "
+                          f"/ 1 fake) beside its {len(videos)} videos; found {folder_contents(cfg.path(key))}")
+    return tuple(videos)
+
+
 @dataclass(frozen=True)
 class ImageSet:
+    """An FDF/FFHQ folder: its images (flat or in sub-folders), its landmarks JSON and its crops folder."""
+
     name: str
+    root: Path
     images: tuple[Path, ...]
     json_path: Path
     crops_dir: Path
 
 
 def image_sets(cfg: Config, datasets: list[str]) -> list[ImageSet]:
-    return [ImageSet(name, tuple(image_files(cfg.path(f"data_path.{name}.data_path"))),
-                     cfg.path(f"features.{name}.json_filename"), cfg.path(f"features.{name}.crops_path"))
-            for name in ("fdf", "ffhq") if name in datasets]
+    sets = []
+    for name in ("fdf", "ffhq"):
+        if name in datasets:
+            key = f"data_path.{name}.data_path"
+            sets.append(ImageSet(name, cfg.path(key), tuple(image_folder_files(cfg.path(key), key)),
+                                 cfg.path(f"features.{name}.json_filename"), cfg.path(f"features.{name}.crops_path")))
+    return sets
 
 
 # ---------------------------------------------------------------------------------------------------

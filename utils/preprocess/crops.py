@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.config import Config
+from utils.datasets import image_key
 from utils.fileio import atomic_dir, folder_complete, png_complete, read_json_intermediate, read_rgb, write_png
 from utils.media.faces import crop_face, crop_name, faces_from_entry
 from utils.media.video import VideoReader
@@ -30,7 +31,8 @@ def crop_job(item) -> jobs.Outcome:
 
 
 def image_crop_job(item) -> jobs.Outcome:
-    """Crop the faces of one image into <crops_dir>/<stem>_<j>.png; done when every listed crop exists."""
+    """Crop the faces of one image into <crops_dir>/<stem>_<j>.png (crops_dir: the image's sub-folder under the
+    crops folder); done when every listed crop exists."""
     image, entry, crops_dir, margin = item
     faces = faces_from_entry(entry)
     targets = [Path(crops_dir) / f"{Path(image).stem}_{j}.png" for j in range(len(faces))]
@@ -57,7 +59,10 @@ def crop_faces(cfg: Config, datasets: list[str], options: Options) -> list[jobs.
                                         failures_csv=options.failures_csv(f"crop_faces_{vset.name}")))
     for iset in image_sets(cfg, datasets):
         record = read_json_intermediate(iset.json_path, f"--extract_landmarks --datasets {iset.name}")
-        items = [(str(p), record.get(p.name), str(iset.crops_dir), margin) for p in iset.images if p.name in record]
+        # crops keep the image's sub-folder (FFHQ's 00000/00000.png -> <crops>/00000/00000_0.png): unique names
+        keys = {p: image_key(iset.root, p) for p in iset.images}
+        items = [(str(p), record[keys[p]], str(iset.crops_dir / Path(keys[p]).parent), margin)
+                 for p in iset.images if keys[p] in record]
         summaries.append(jobs.run_items(f"crops {iset.name}", jobs.select_shard(items, options.shard),
                                         image_crop_job, key=lambda it: it[0], workers=options.workers,
                                         failures_csv=options.failures_csv(f"crop_faces_{iset.name}")))

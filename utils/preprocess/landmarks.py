@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from utils.config import Config
+from utils.datasets import image_key
 from utils.fileio import read_rgb, write_json
 from utils.media.faces import landmarks_entry
 from utils.preprocess import jobs
@@ -33,19 +34,19 @@ def landmarks_job(item) -> jobs.Outcome:
 
 
 def image_landmarks_job(item) -> jobs.Outcome:
-    """Detect faces on a chunk of images; write one partial JSON for the chunk."""
+    """Detect faces on a chunk of (image, name in the JSON) pairs; write one partial JSON for the chunk."""
     images, chunk_path = item
     chunk_path = Path(chunk_path)
     if chunk_path.exists() and isinstance(read_json(chunk_path), dict):
         return jobs.Outcome(jobs.SKIPPED)
     record, problems = {}, []
-    for path in images:
+    for path, name in images:
         try:
             faces = detector().detect([read_rgb(path)])[0]
         except OSError as exc:
             problems.append(str(exc))
             continue
-        record[Path(path).name] = landmarks_entry(faces)
+        record[name] = landmarks_entry(faces)
     write_json(chunk_path, record, indent=None)
     return jobs.Outcome(jobs.DONE, count=len(record), problem="; ".join(problems))
 
@@ -62,7 +63,7 @@ def extract_landmarks(cfg: Config, datasets: list[str], options: Options) -> lis
                                         failures_csv=options.failures_csv(f"extract_landmarks_{vset.name}")))
     for iset in image_sets(cfg, datasets):
         chunks_dir = iset.json_path.with_name(f".{iset.json_path.stem}.chunks")
-        items = [(tuple(str(p) for p in iset.images[i:i + IMAGE_CHUNK]),
+        items = [(tuple((str(p), image_key(iset.root, p)) for p in iset.images[i:i + IMAGE_CHUNK]),
                   str(chunks_dir / f"{i // IMAGE_CHUNK:06d}.json"))
                  for i in range(0, len(iset.images), IMAGE_CHUNK)]
         summary = jobs.run_items(f"landmarks {iset.name}", jobs.select_shard(items, options.shard),

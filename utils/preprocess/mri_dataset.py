@@ -11,7 +11,14 @@ import numpy as np
 import pandas as pd
 
 from utils.config import Config
-from utils.datasets import celeb_df_mapping, celeb_df_test_list, dfdc_pairs, dfdc_train_videos, image_files
+from utils.datasets import (
+    celeb_df_mapping,
+    celeb_df_test_list,
+    dfdc_pairs,
+    dfdc_train_videos,
+    folder_contents,
+    image_files,
+)
 from utils.errors import ConfigError, ItemError
 from utils.fileio import folder_complete, read_rgb, write_csv, write_json
 from utils.media.faces import crop_face, crop_name
@@ -43,6 +50,8 @@ class PairGroup:
 
 
 def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
+    """The real videos with their fakes whose MRI pairs the step computes: the kept share of DFDC
+    (mri.dfdc_fraction, chosen here so that the others are never processed) and Celeb-DF-v2 (less its exclusions)."""
     groups = []
     if "dfdc" in datasets:
         videos = dfdc_train_videos(cfg.path("data_path.dfdc.train"))  # MRI targets come from the originals
@@ -50,9 +59,15 @@ def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
         for original, fake in dfdc_pairs(videos):
             if original.path.exists() and fake.path.exists():
                 by_real.setdefault(original.path, []).append(fake.path)
-        groups += [PairGroup("dfdc", real, tuple(fakes), cfg.path("features.dfdc.crop_faces.train"),
-                             cfg.path("features.dfdc.mri_faces_path"), cfg.path("features.dfdc.mri_path"))
-                   for real, fakes in sorted(by_real.items())]
+        if not by_real:
+            raise ConfigError(f"config key 'data_path.dfdc.train': the metadata.json files under "
+                              f"{cfg.path('data_path.dfdc.train')} list no fake video whose original is on disk "
+                              "beside it, so there is no MRI pair to compute")
+        dfdc = [PairGroup("dfdc", real, tuple(fakes), cfg.path("features.dfdc.crop_faces.train"),
+                          cfg.path("features.dfdc.mri_faces_path"), cfg.path("features.dfdc.mri_path"))
+                for real, fakes in sorted(by_real.items())]
+        keep = kept_groups([_identity(g) for g in dfdc], cfg["mri.dfdc_fraction"], cfg["runtime.seed"])
+        groups += [g for g in dfdc if _identity(g) in keep]
     if "celeb_df_v2" in datasets:
         real_dir, fake_dir = cfg.path("data_path.celeb_df_v2.real"), cfg.path("data_path.celeb_df_v2.fake")
         mapping = celeb_df_mapping(real_dir, fake_dir)
@@ -64,7 +79,18 @@ def pair_groups(cfg: Config, datasets: list[str]) -> list[PairGroup]:
                              cfg.path("features.celeb_df_v2.crop_faces.train"),
                              cfg.path("features.celeb_df_v2.mri_faces_path"), cfg.path("features.celeb_df_v2.mri_path"))
                    for real, fakes in mapping.items() if fakes]
+        if not any(g.dataset == "celeb_df_v2" for g in groups):
+            raise ConfigError(f"config keys 'data_path.celeb_df_v2.real' and '.fake': no real id<A>_<NNNN>.mp4 in "
+                              f"{real_dir} has a fake id<A>_id<B>_<NNNN>.mp4 in {fake_dir} (after the exclusions); "
+                              f"found {folder_contents(real_dir)} and {folder_contents(fake_dir)}")
     return groups
+
+
+def kept_groups(identities: list[str], fraction: float, seed: int) -> set[str]:
+    """A seeded `fraction` (rounded up) of the distinct groups. The original kept a random half of the DFDC crop
+    rows; we keep half of the DFDC videos, each with its fakes."""
+    unique = sorted(set(identities))
+    return set(np.random.default_rng(seed).permutation(unique)[: math.ceil(fraction * len(unique))])
 
 
 def excluded_celeb_df_videos(cfg: Config) -> set[str]:
@@ -216,6 +242,18 @@ def gen_mri_dataset(cfg: Config, datasets: list[str], options: Options) -> list[
     return [summary]
 
 
+def image_crops(cfg: Config, datasets: list[str]) -> list[tuple[str, Path, str]]:
+    """(data set, crop, id) of every FDF/FFHQ face crop; the id is `<data set>:<crop path under the crops folder
+    without .png>`, e.g. `fdf:00001_0`, or `ffhq:00000/00000_0` for a crop of FFHQ's thousands folders."""
+    crops = []
+    for name in ("fdf", "ffhq"):
+        folder = cfg.path(f"features.{name}.crops_path")
+        if name in datasets and folder.is_dir():
+            crops += [(name, p, f"{name}:{p.relative_to(folder).with_suffix('').as_posix()}")
+                      for p in image_files(folder)]
+    return crops
+
+
 def write_mri_dataset_csvs(cfg: Config, groups: list[PairGroup], aligned: bool, datasets: list[str]) -> None:
     """Pair CSVs per data set, then the four MRI-GAN split CSVs (split by video group, seeded)."""
     seed = cfg["runtime.seed"]
@@ -226,22 +264,14 @@ def write_mri_dataset_csvs(cfg: Config, groups: list[PairGroup], aligned: bool, 
                       ("celeb_df_v2", "features.celeb_df_v2.mri_metadata_csv")):
         if name in datasets:
             write_csv(cfg.asset(key), rows[rows["dataset"] == name].drop(columns="dataset"))
-    # The original kept a random half of the DFDC crop rows; we keep half of the DFDC videos.
-    dfdc_groups = sorted(set(rows.loc[rows["dataset"] == "dfdc", "group"]))
-    keep = set(np.random.default_rng(seed).permutation(dfdc_groups)[: math.ceil(cfg["mri.dfdc_fraction"] *
-                                                                             len(dfdc_groups))])
-    rows = rows[(rows["dataset"] != "dfdc") | rows["group"].isin(keep)]
     blank = str(cfg.asset("features.blank_png"))
     fakes = pd.DataFrame({"face_image": rows["fake_image"], "mri_image": rows["mri_image"], "class": "fake",
                           "video_id": rows["fake_video"], "group": rows["group"]})
     reals = rows.drop_duplicates("real_image")
     reals = pd.DataFrame({"face_image": reals["real_image"], "mri_image": blank, "class": "real",
                           "video_id": reals["real_video"], "group": reals["group"]})
-    extra = [{"face_image": str(p), "mri_image": blank, "class": "real", "video_id": f"{name}:{p.stem}",
-              "group": f"{name}:{p.stem}"}
-             for name in ("fdf", "ffhq") if name in datasets
-             for p in image_files(cfg.path(f"features.{name}.crops_path"))
-             if cfg.path(f"features.{name}.crops_path").is_dir()]
+    extra = [{"face_image": str(crop), "mri_image": blank, "class": "real", "video_id": ident, "group": ident}
+             for name, crop, ident in image_crops(cfg, datasets)]
     reals = pd.concat([reals, pd.DataFrame(extra, columns=reals.columns)], ignore_index=True)
     # Groups with fakes and real-only groups (FDF/FFHQ images) are split separately, so both classes
     # reach the test side; a real video and its fakes share a group, so they always stay together.
