@@ -12,7 +12,8 @@ from utils.fileio import write_json
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
 from utils.preprocess.jobs import check_failures, parse_shard
 from utils.preprocess.steps import STEPS
-from utils.runtime import choose_device, choose_precision, log_to_file, new_run_dir, seed_everything, stop_on_signals
+from utils.runtime import choose_device, choose_precision, log_to_file, new_run_dir, seed_everything
+from utils.signals import stop_on_signals
 
 
 def build_parser():

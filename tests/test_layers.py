@@ -13,7 +13,7 @@ import pytest
 from utils.config import PROJECT_ROOT
 
 CORE = {"utils.config", "utils.cli", "utils.runtime", "utils.fileio", "utils.checkpoint", "utils.errors",
-        "utils.names", "utils.datasets", "utils.csv_log", "utils.plotting"}
+        "utils.names", "utils.datasets", "utils.csv_log", "utils.plotting", "utils.signals"}
 # For each layer, the layers its modules may import (besides third-party packages and their own layer).
 ALLOWED = {
     "core": {"core"},

@@ -392,11 +392,11 @@ def test_a_process_limited_to_one_cpu_runs_one_preprocessing_worker_with_one_thr
 # repeated SIGTERM set to argv[2] seconds; it prints the request it recorded if it is still alive.
 TWO_SIGNALS = """
 import os, signal, sys, time
-from utils import runtime
+from utils import signals
 
-runtime.REPEATED_SIGTERM_GRACE = float(sys.argv[2])
+signals.REPEATED_SIGTERM_GRACE = float(sys.argv[2])
 signum = signal.Signals[sys.argv[1]]
-with runtime.stop_on_signals() as stop:
+with signals.stop_on_signals() as stop:
     for _ in range(2):
         os.kill(os.getpid(), signum)
         time.sleep(0.2)

@@ -28,7 +28,8 @@ from tqdm import tqdm
 
 from utils.errors import ConfigError, DeviceError, Interrupted, ItemError, OutputError, StepFailed
 from utils.fileio import write_csv
-from utils.runtime import available_cpus, signal_name, stop_on_signals
+from utils.runtime import available_cpus
+from utils.signals import signal_name, stop_on_signals
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,8 @@ from utils.csv_log import CsvLog
 from utils.errors import CheckpointError, Interrupted, NonFiniteLoss
 from utils.fileio import write_json
 from utils.names import PERIODIC
-from utils.runtime import Precision, StopRequest, signal_name, stop_on_signals
+from utils.runtime import Precision
+from utils.signals import StopRequest, signal_name, stop_on_signals
 from utils.train.distributed import DistContext, barrier, mean_over_ranks, unwrap
 from utils.train.loaders import progress
 from utils.train.precision import MixedPrecision
