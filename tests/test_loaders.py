@@ -89,3 +89,30 @@ def test_workers_end_when_their_rank_exits_or_dies(how, code, seconds):
     workers = {int(pid) for pid in result.stdout.split()}
     assert len(workers) == 2
     assert wait_until_ended(workers, timeout=seconds) == set()
+
+
+# A worker in which a thread started before sigterm_from_parent_only (so it does not block SIGTERM) is handed a
+# SIGTERM: directed at that thread here, as the kernel may choose it for a signal sent to the process.
+EARLY_THREAD = """
+import signal, sys, threading, time
+sys.path.insert(0, sys.argv[1])
+from utils.train.loaders import sigterm_from_parent_only
+
+blocked = threading.Event()
+def started_earlier():
+    blocked.wait()
+    signal.pthread_kill(threading.get_ident(), signal.SIGTERM)
+    time.sleep(30)
+
+threading.Thread(target=started_earlier, daemon=True).start()
+sigterm_from_parent_only()
+blocked.set()
+time.sleep(30)
+"""
+
+
+@pytest.mark.slow  # starts a process
+def test_a_sigterm_handed_to_a_thread_started_earlier_ends_the_worker_instead_of_being_lost():
+    # Lost (SIG_IGN), it would leave a parent that ends its workers with one SIGTERM at exit waiting for ever.
+    result = subprocess.run([sys.executable, "-c", EARLY_THREAD, str(PROJECT_ROOT)], timeout=25)
+    assert result.returncode == -signal.SIGTERM
