@@ -18,16 +18,23 @@ from utils.infer.provenance import (
     RENDERING_FILE,
     SHA_KEY,
     UNKNOWN,
-    claim_folder,
+    check_folder,
     copy_record,
     csv_generator_sha256,
     generator_source,
     mismatch_warning,
+    record_folder,
     recorded_source,
 )
 from utils.train.classifier_training import model_params
 
 KEY = "features.dfdc.train_mrip2p_faces"
+
+
+def claim_folder(folder, source, set_key):
+    """What --gen_dfdc_mri does to each split's folder before making its MRIs."""
+    check_folder(folder, source, set_key)
+    record_folder(folder, source)
 
 
 def generator_file(path, tau=None, value=0.0):

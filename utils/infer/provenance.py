@@ -67,22 +67,27 @@ def recorded_source(folder: Path) -> MriSource | None:
     return None
 
 
-def claim_folder(folder: Path, source: MriSource, set_key: str) -> None:
-    """Record `source` in a folder of MRIs, or refuse (one line) when the folder holds MRIs of another generator
-    or rendering, since finished items there are skipped, not redone. A folder made before the record keeps its
-    marker and is used if its rendering matches: its generator cannot be known, and recording the current one
-    would be a guess."""
+def check_folder(folder: Path, source: MriSource, set_key: str) -> None:
+    """Refuse (one line) a folder that holds MRIs of another generator or rendering than `source`, since finished
+    items there are skipped, not redone. A folder made before the record passes if its rendering matches."""
     recorded = recorded_source(folder)
-    if recorded is not None:
-        if recorded.rendering != source.rendering:
-            raise ConfigError(f"{folder} holds MRIs rendered the {recorded.rendering} way; to render them the "
-                              f"{source.rendering} way, delete it or write elsewhere with --set {set_key}=DIR")
-        if recorded.sha256 not in (UNKNOWN, source.sha256):
-            raise ConfigError(f"{folder} holds MRIs of generator {recorded.short} (tau {recorded.tau}), not of "
-                              f"the current {source.short} (tau {source.tau}); delete it or write elsewhere with "
-                              f"--set {set_key}=DIR")
-        if recorded.sha256 == UNKNOWN:
-            return
+    if recorded is None:
+        return
+    if recorded.rendering != source.rendering:
+        raise ConfigError(f"{folder} holds MRIs rendered the {recorded.rendering} way; to render them the "
+                          f"{source.rendering} way, delete it or write elsewhere with --set {set_key}=DIR")
+    if recorded.sha256 not in (UNKNOWN, source.sha256):
+        raise ConfigError(f"{folder} holds MRIs of generator {recorded.short} (tau {recorded.tau}), not of the "
+                          f"current {source.short} (tau {source.tau}); delete it or write elsewhere with "
+                          f"--set {set_key}=DIR")
+
+
+def record_folder(folder: Path, source: MriSource) -> None:
+    """Write `source` as the folder's record (after check_folder has passed). A folder made before the record keeps only
+    its rendering marker: its generator cannot be known, and recording the current one would be a guess."""
+    recorded = recorded_source(folder)
+    if recorded is not None and recorded.sha256 == UNKNOWN:
+        return
     write_text(folder / RENDERING_FILE, source.rendering + "\n")
     write_json(folder / RECORD_FILE, asdict(source))
 

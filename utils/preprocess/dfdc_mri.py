@@ -7,7 +7,7 @@ from pathlib import Path
 from utils.config import Config
 from utils.errors import ConfigError
 from utils.fileio import folder_complete, read_rgb
-from utils.infer.provenance import claim_folder, generator_source
+from utils.infer.provenance import check_folder, generator_source, record_folder
 from utils.names import BEST_G
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options, write_folder
@@ -48,17 +48,21 @@ def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
     if not weights.is_file():
         raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
                           f"{BEST_G} there (docs/pipeline.md#install-the-generator)")
-    # Finished videos are skipped, so a folder only ever holds one generator's MRIs, rendered one way
-    # (docs/pipeline.md#mri-provenance).
     source = generator_source(weights, options.original_mri_rendering)
-    summaries = []
+    splits = []
     for split in SPLITS:
         crops = cfg.path(f"features.dfdc.crop_faces.{split}")
         if not crops.is_dir():
             log.warning("MRIs for DFDC %s skipped: %s not found (run --crop_faces first)", split, crops)
             continue
-        out = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
-        claim_folder(out, source, f"features.dfdc.{split}_mrip2p_faces")
+        splits.append((split, crops, cfg.path(f"features.dfdc.{split}_mrip2p_faces")))
+    # Finished videos are skipped, so a folder only ever holds one generator's MRIs, rendered one way
+    # (docs/pipeline.md#mri-provenance); every split is checked before any is written.
+    for split, _, out in splits:
+        check_folder(out, source, f"features.dfdc.{split}_mrip2p_faces")
+    summaries = []
+    for split, crops, out in splits:
+        record_folder(out, source)
         folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
         items = [(str(folder), str(out / folder.name), 8, options.original_mri_rendering) for folder in folders]
         summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
