@@ -27,7 +27,8 @@ from utils.demo.synthetic import (
     write_video,
 )
 from utils.errors import IntermediateError
-from utils.fileio import png_complete, read_csv_intermediate, read_rgb
+from utils.fileio import png_complete, read_csv_intermediate, read_rgb, sha256
+from utils.infer.provenance import csv_generator_sha256
 
 STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
 # every test runs data_preprocess.py, or reads the outputs of the run shared by the module (pipeline)
@@ -500,3 +501,31 @@ def test_gen_dfdc_mri_renders_as_the_original_on_request(dfdc_mris, tmp_path):
     mixed = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", *elsewhere, check=False)
     errors = mixed.stderr.splitlines()
     assert mixed.returncode == 2 and len(errors) == 1 and "rendered the original way" in errors[0]
+
+
+def test_gen_dfdc_mri_refuses_another_generator_before_writing_any_split(dfdc_mris, tmp_path):
+    import torch
+
+    from models.mri_gan import Generator
+
+    cfg = dfdc_mris["cfg"]
+    torch.manual_seed(1)
+    other = tmp_path / "other_G.chkpt"
+    torch.save({"generator_state_dict": Generator(ngf=8).state_dict()}, other)
+    held = cfg.path("features.dfdc.test_mrip2p_faces")  # made by the fixture's generator
+    before = tree_hashes(held)
+    fresh = [arg for split in ("train", "valid") for arg in ("--set", f"features.dfdc.{split}_mrip2p_faces="
+                                                                      f"{tmp_path / split}")]
+    refused = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", "--set", f"MRI_GAN.weights={other}", *fresh,
+                         check=False)
+    errors = refused.stderr.splitlines()
+    assert refused.returncode == 2 and len(errors) == 1 and f"{held} holds MRIs of generator" in errors[0]
+    assert "--set features.dfdc.test_mrip2p_faces=DIR" in errors[0]
+    assert tree_hashes(held) == before and not (tmp_path / "train").exists() and not (tmp_path / "valid").exists()
+
+
+def test_gen_deepfake_metadata_names_the_generator_of_the_mri_csvs(dfdc_mris):
+    cfg = dfdc_mris["cfg"]
+    for split in ("train", "valid", "test"):
+        csv = cfg.asset(f"features.dfdc.{split}_mriframe_label")
+        assert csv_generator_sha256(csv) == sha256(cfg.asset("MRI_GAN.weights"))

@@ -22,6 +22,7 @@ from utils.checkpoint import read_checkpoint
 from utils.config import Config
 from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
+from utils.infer.provenance import warn_on_other_generator
 from utils.infer.rule import Thresholds, video_rule
 from utils.media.faces import FaceDetector, crop_face, crop_name
 from utils.media.video import ReadAhead, SampledFrames
@@ -126,6 +127,8 @@ class Detector:
             generator = load_generator(generator_path, device, mmap=precision.name != "fp32")
             generator = precision.cast_for_inference(generator)
             models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
+            if method == "MRI":
+                warn_on_other_generator(checkpoint, models["generator"]["sha256"])
         thresholds = cls._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
         face_detector = face_detector or FaceDetector.from_config(cfg, device)
         return cls(method, face_detector, classifier, generator, device, precision, thresholds, models,

@@ -6,14 +6,14 @@ from pathlib import Path
 
 from utils.config import Config
 from utils.errors import ConfigError
-from utils.fileio import folder_complete, read_rgb, write_text
+from utils.fileio import folder_complete, read_rgb
+from utils.infer.provenance import check_folder, generator_source, record_folder
 from utils.names import BEST_G
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options, write_folder
 from utils.runtime import Precision
 
 log = logging.getLogger(__name__)
-RENDERING_FILE = "mri_rendering.txt"  # "default" or "original": how the MRIs in a split's folder are rendered
 
 
 def init_generator(weights: str, device: str, precision: Precision | None) -> None:
@@ -40,19 +40,6 @@ def dfdc_mri_job(item) -> jobs.Outcome:
     return jobs.Outcome(jobs.DONE, count=len(names), problem="" if names else "no face crops")
 
 
-def check_rendering(out: Path, original: bool) -> None:
-    """Record how a split's MRIs are rendered (RENDERING_FILE in its output folder) and refuse to add MRIs rendered
-    the other way to a folder that holds some, since finished videos are skipped, not redone."""
-    rendering = "original" if original else "default"
-    marker = out / RENDERING_FILE
-    if marker.is_file() and marker.read_text(encoding="utf-8").strip() != rendering:
-        raise ConfigError(f"{out} holds MRIs rendered the {marker.read_text(encoding='utf-8').strip()} way; "
-                          f"to render them the {rendering} way, delete it or write elsewhere with --set "
-                          f"features.dfdc.<split>_mrip2p_faces=DIR")
-    if not marker.is_file():
-        write_text(marker, rendering + "\n")
-
-
 def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
     """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split; with
     options.original_mri_rendering, the MRIs are rendered as the original saved them
@@ -61,14 +48,21 @@ def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
     if not weights.is_file():
         raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
                           f"{BEST_G} there (docs/pipeline.md#install-the-generator)")
-    summaries = []
+    source = generator_source(weights, options.original_mri_rendering)
+    splits = []
     for split in SPLITS:
         crops = cfg.path(f"features.dfdc.crop_faces.{split}")
         if not crops.is_dir():
             log.warning("MRIs for DFDC %s skipped: %s not found (run --crop_faces first)", split, crops)
             continue
-        out = cfg.path(f"features.dfdc.{split}_mrip2p_faces")
-        check_rendering(out, options.original_mri_rendering)
+        splits.append((split, crops, cfg.path(f"features.dfdc.{split}_mrip2p_faces")))
+    # Finished videos are skipped, so a folder only ever holds one generator's MRIs, rendered one way
+    # (docs/pipeline.md#mri-provenance); every split is checked before any is written.
+    for split, _, out in splits:
+        check_folder(out, source, f"features.dfdc.{split}_mrip2p_faces")
+    summaries = []
+    for split, crops, out in splits:
+        record_folder(out, source)
         folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
         items = [(str(folder), str(out / folder.name), 8, options.original_mri_rendering) for folder in folders]
         summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,

@@ -10,6 +10,7 @@ from utils.config import Config
 from utils.datasets import frame_label_csvs, split_labels
 from utils.errors import ConfigError
 from utils.fileio import write_csv
+from utils.infer.provenance import copy_record
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options
 
@@ -47,6 +48,8 @@ def gen_deepfake_metadata(cfg: Config, options: Options) -> list[jobs.Summary]:
                 summary.done += 1
             write_csv(csv, pd.DataFrame(frames, columns=["video_id", "frame", "label"]))
             write_csv(videos_csv, pd.DataFrame(videos, columns=["video_id", "label", "n_faces", "status"]))
+            if kind == "mri":  # which generator made these MRIs, for the classifier trained on them
+                copy_record(root, csv)
             summary.outputs = len(frames)
             if options.report_dir is not None and summary.problems:
                 write_csv(options.failures_csv(f"gen_deepfake_metadata_{split}_{kind}"),
