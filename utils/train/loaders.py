@@ -61,19 +61,20 @@ def sigterm_from_parent_only() -> None:
     """Drop SIGTERM unless this process's parent sent it, which ends the process at once (exit 143).
 
     A signal handler cannot tell who sent the signal, so SIGTERM is blocked in this thread (and in the threads it
-    starts later) and a thread takes it with sigwaitinfo, which names the sender. Its disposition is SIG_IGN, so a
-    thread started earlier that does not block it drops it rather than dying. A program the worker runs would
-    inherit the block and SIG_IGN; the data sets run none."""
-    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: SIGTERM keeps its default (a plain SIG_IGN would
-        return  # leave the parent waiting forever for a busy worker when it exits)
+    starts later) and a thread takes it with sigwaitinfo, which names the sender. SIGTERM keeps its default action:
+    a thread started before this call does not block it, and the kernel may hand it the signal, which then ends
+    the process as it always did. With SIG_IGN instead it would be dropped, and a parent that ends its workers
+    with one SIGTERM at exit (multiprocessing does) would wait for this one for ever. A program the worker runs
+    would inherit the block; the data sets run none."""
+    if not hasattr(signal, "sigwaitinfo"):  # macOS, Windows: SIGTERM keeps its default
+        return
     parent = os.getppid()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def take_sigterm() -> None:
         while signal.sigwaitinfo({signal.SIGTERM}).si_pid != parent:
             pass
-        os._exit(128 + signal.SIGTERM)  # the shell's code for death by SIGTERM; SIG_IGN rules out the signal itself
+        os._exit(128 + signal.SIGTERM)  # the shell's code for death by SIGTERM
 
     threading.Thread(target=take_sigterm, name="sigterm-from-parent", daemon=True).start()
 
