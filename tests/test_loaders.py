@@ -13,8 +13,6 @@ import pytest
 from torch.utils.data import Dataset
 
 from utils.config import PROJECT_ROOT
-from utils.train.distributed import DistContext
-from utils.train.loaders import make_loader
 
 ITEMS, BATCH = 16, 2
 
@@ -47,15 +45,33 @@ def wait_until_ended(pids: set[int], timeout: float) -> set[int]:
     return pids
 
 
+# In a fresh process, as a rank is: a loader whose two workers are signalled from another process, then finishes.
+SIGNALLED_WORKERS = """
+import subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from tests.test_loaders import BATCH, ITEMS, SlowItems
+from utils.train.distributed import DistContext
+from utils.train.loaders import make_loader
+
+iterator = iter(make_loader(SlowItems(), BATCH, DistContext(), seed=0, workers=2))
+batches = [next(iterator), next(iterator)]
+workers = {int(pid) for batch in batches for pid in batch["pid"]}
+subprocess.run(["kill", "-TERM", *map(str, workers)], check=True)
+batches += list(iterator)
+assert sorted(int(i) for batch in batches for i in batch["index"]) == list(range(ITEMS))
+print(*workers, flush=True)
+"""
+
+
+@pytest.mark.slow  # starts a process
 def test_workers_keep_working_through_a_sigterm_from_another_process_and_the_loader_still_ends_them():
-    iterator = iter(make_loader(SlowItems(), BATCH, DistContext(), seed=0, workers=2))
-    batches = [next(iterator), next(iterator)]  # one from each worker
-    workers = {int(pid) for batch in batches for pid in batch["pid"]}
+    # a fresh process: threads that the test runner's own process left in forked workers would change which thread
+    # the kernel hands the signal to
+    result = subprocess.run([sys.executable, "-c", SIGNALLED_WORKERS, str(PROJECT_ROOT)], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    workers = {int(pid) for pid in result.stdout.split()}
     assert len(workers) == 2
-    # as torchrun's killpg and SLURM send it: from another process than the workers' parent
-    subprocess.run(["kill", "-TERM", *map(str, workers)], check=True)
-    batches += list(iterator)  # the loader finishes the epoch, then shuts its workers down
-    assert sorted(int(i) for batch in batches for i in batch["index"]) == list(range(ITEMS))
     assert wait_until_ended(workers, timeout=2) == set()
 
 
