@@ -22,9 +22,9 @@ lint: setup
 test: lint
 	$(PY) -m pytest
 
-# while working: leaves out the end-to-end and multi-process tests (marked slow)
+# while working: leaves out the end-to-end, multi-process and SLURM tests (marked slow, slurm)
 test-fast: setup
-	$(PY) -m pytest -m "not gpu and not slow"
+	$(PY) -m pytest -m "not gpu and not slow and not slurm"
 
 demo: setup
 	$(PY) demo.py

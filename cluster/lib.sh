@@ -28,8 +28,14 @@ requeue_self() {
     fi
 }
 
+# signal_step SIGNAL PID: pass a signal on to the running step (train.sbatch redefines it for torchrun).
+signal_step() { kill -"$1" "$2" 2> /dev/null || true; }
+
+# stopped_cleanly EXIT_CODE: did the step stop at a safe point after SIGTERM? (train.sbatch redefines it)
+stopped_cleanly() { [ "$1" = 143 ]; }
+
 # run_step COMMAND [ARG...]: run the command in the background, pass SIGTERM and SIGINT on to it, and return
-# (exit) with its exit code. After SIGTERM, a step that stopped cleanly (143) requeues the job.
+# (exit) with its exit code. After SIGTERM, a step that stopped cleanly requeues the job and exits 143.
 run_step() {
     if [ -n "$stop_signal" ]; then
         [ "$stop_signal" = TERM ] && requeue_self "SIG$stop_signal before the step started"
@@ -37,16 +43,17 @@ run_step() {
     fi
     "$@" &
     local child=$! code
-    trap 'stop_signal=TERM; kill -TERM "$child" 2> /dev/null || true' TERM
-    trap 'stop_signal=INT; kill -INT "$child" 2> /dev/null || true' INT
+    trap 'stop_signal=TERM; signal_step TERM "$child"' TERM
+    trap 'stop_signal=INT; signal_step INT "$child"' INT
     while :; do  # a trap ends `wait` early: wait again until the step has exited
         wait "$child" 2> /dev/null || true
         kill -0 "$child" 2> /dev/null || break
     done
     code=0
     wait "$child" || code=$?  # the step's own exit code (bash keeps it after the step has been reaped)
-    if [ "$stop_signal" = TERM ] && [ "$code" = 143 ]; then
+    if [ "$stop_signal" = TERM ] && stopped_cleanly "$code"; then
         requeue_self "stopped by SIGTERM at a safe point"
+        exit 143
     fi
     exit "$code"
 }

@@ -1,11 +1,16 @@
 """Shared fixtures: small face videos and broken files, generated at test time from shipped photos."""
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+
 import numpy as np
 import pytest
 import torch
 
 from tests.helpers import make_broken_files, make_face_video
+from utils.config import PROJECT_ROOT
 from utils.demo.synthetic import face_frames, face_photo, write_video
 
 VIDEO_W, VIDEO_H, VIDEO_FRAMES, VIDEO_FPS = 320, 240, 30, 10.0
@@ -92,3 +97,24 @@ def pytest_collection_modifyitems(config, items):
     if reason:
         for item in gpu_tests:
             item.add_marker(pytest.mark.skip(reason=f"GPU test: {reason}"))
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real single-node SLURM (munged, slurmctld, slurmd) started by cluster/local_slurm.sh for the session, or
+    the one already running in LOCAL_SLURM_DIR; the environment for sbatch & co. (SLURM_CONF). Without Debian's
+    slurm-wlm and munge the `slurm` tests are skipped, except under CI=true, where that is a failure."""
+    if not (shutil.which("slurmctld") and shutil.which("munged")):
+        message = "SLURM is not installed (apt-get install slurm-wlm munge)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    folder = os.environ.get("LOCAL_SLURM_DIR", "/tmp/mri_gan_slurm")
+    env = {**os.environ, "LOCAL_SLURM_DIR": folder}
+    script = ["bash", str(PROJECT_ROOT / "cluster" / "local_slurm.sh")]
+    was_running = subprocess.run([*script, "status"], env=env, capture_output=True).returncode == 0
+    started = subprocess.run([*script, "start"], env=env, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    yield {**env, "SLURM_CONF": f"{folder}/slurm.conf"}
+    if not was_running:
+        subprocess.run([*script, "stop"], env=env, capture_output=True, timeout=120)

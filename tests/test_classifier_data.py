@@ -241,3 +241,19 @@ def test_epoch_accuracy_counts_every_sample_once():
     assert summary["loss"] == pytest.approx((3 * float(first[0]) + 1 * float(second[0])) / 4)
     assert summary["fake_loss"] == pytest.approx((float(first[1]) + float(second[1])) / 2)
     assert summary["real_loss"] == pytest.approx(float(first[2]))
+
+
+def test_an_augment_seed_makes_each_image_s_augmentation_depend_on_its_index_only(crops):
+    """The basis of exact mid-epoch resume with loader workers: item i is augmented the same whether it is read
+    first or after others, in a worker or not, and reading it leaves the process's generators untouched."""
+    table = read_frame_labels(crops[1])
+    dataset = FrameDataset(table, crops[0], build_transform("complex", size=64), augment_seed=7)
+    torch.manual_seed(1)
+    random.seed(1)
+    before = torch.get_rng_state(), random.getstate()
+    forward = [dataset[i]["image"] for i in range(len(dataset))]
+    assert torch.equal(torch.get_rng_state(), before[0]) and random.getstate() == before[1]
+    backward = [dataset[i]["image"] for i in reversed(range(len(dataset)))][::-1]
+    assert all(torch.equal(a, b) for a, b in zip(forward, backward))
+    other_seed = FrameDataset(table, crops[0], build_transform("complex", size=64), augment_seed=8)
+    assert not all(torch.equal(a, other_seed[i]["image"]) for i, a in enumerate(forward))

@@ -442,47 +442,6 @@ def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
     assert not (tmp_path / "logs").exists()  # no empty run folder is left behind
 
 
-def train_sbatch(data: Path, logs: Path, processes: int, port: int) -> subprocess.Popen:
-    """cluster/train.sbatch run by hand, with the variables SLURM would set: one node, `processes` CPU processes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SLURM_JOB_ID": "test", "SLURM_NNODES": "1",
-           "SLURM_GPUS_ON_NODE": str(processes), "LOG_ROOT": str(logs), "MASTER_PORT": str(port),
-           "TORCHRUN": str(Path(sys.executable).with_name("torchrun")), "PATH": f"{Path(sys.executable).parent}:"
-                                                                               f"{os.environ['PATH']}"}
-    flags = set_flags(settings(data, logs, "MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=3"))
-    return subprocess.Popen(["bash", "cluster/train.sbatch", SCRIPT, *flags], cwd=PROJECT_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-@pytest.mark.slow  # torchrun, 2 processes
-def test_cluster_script_runs_torchrun_stops_every_rank_at_one_step_on_sigterm_and_resumes(data, tmp_path):
-    """cluster/train.sbatch with 2 CPU processes (gloo): SIGTERM to the batch shell reaches both ranks, which
-    stop at the same step; rank 0 writes one checkpoint; the job run again resumes from it (with 1 process,
-    which the run's summary reports as an inexact resume)."""
-    logs = tmp_path / "logs"
-    first = train_sbatch(data, logs, 2, free_port())
-    wait_for_rows(logs, 1, first, timeout=180)
-    first.send_signal(signal.SIGTERM)
-    stdout, stderr = first.communicate(timeout=180)
-    assert first.returncode == 143, stderr[-3000:]
-    assert stdout.count("MRI-GAN run folder") == 1 and "--train_from_scratch" in stdout
-    (run_dir,) = run_folders(logs, RUN_FOLDER)
-    checkpoint = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)
-    step = checkpoint["global_step"]
-    assert {f"rank {rank}: stopped by SIGTERM at step {step}" for rank in (0, 1)} <= set(stdout.splitlines())
-    assert 0 < step < 6 and len(read_rows(run_dir / "losses.csv")) == step
-    assert checkpoint["world_size"] == 2 and len(checkpoint["rng_per_rank"]) == 2
-    assert not any(key.startswith("module.") for key in checkpoint["generator_state_dict"])
-
-    second = train_sbatch(data, logs, 1, free_port())
-    stdout, stderr = second.communicate(timeout=180)
-    assert second.returncode == 0, stderr[-3000:]
-    assert f"--train_resume {run_dir / 'checkpoint.chkpt'}" in stdout and run_folders(logs, RUN_FOLDER) == [run_dir]
-    assert [int(row["step"]) for row in read_rows(run_dir / "losses.csv")] == list(range(1, 7))  # 8 items, batch 4
-    summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["status"] == "finished" and not summary["exact"]
-    assert "world size changed from 2 to 1" in summary["resumes"][0]["warnings"][0]
-
-
 @pytest.mark.slow  # torchrun, 2 processes with 2 loader workers each
 def test_sigterm_to_torchrun_with_loader_workers_saves_at_the_stop_step_and_the_run_resumes(data, tmp_path):
     """The default set-up on a cluster: loader workers, and SIGTERM to torchrun, which passes it on with killpg on

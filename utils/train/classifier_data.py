@@ -25,6 +25,7 @@ from utils.infer.transforms import eval_steps
 from utils.media.images import read_image
 from utils.train.distributed import DistContext
 from utils.train.loaders import make_loader
+from utils.train.rng import derive_seed, seeded_cpu_generators
 
 FRAME_LABEL_COLUMNS = ("video_id", "frame", "label")
 TRANSFORMS = ("eval", "simple", "complex")
@@ -117,15 +118,21 @@ class FrameDataset(Dataset):
     With label_smoothing s > 0 the label is clipped into [s, 1 - s] (real 0 -> s, fake 1 -> 1 - s),
     the original's train-mode smoothing; use s = 0 for validation and test. `rebuilt_by` names the
     data_preprocess.py flag that wrote the images, for the message about a corrupt one.
+
+    With `augment_seed`, the random transform of item i draws from its own generator state, seeded by
+    (augment_seed, i), so an image's augmentation does not depend on which loader worker reads it or on the
+    items read before it: a run resumed in the middle of an epoch, whose workers start over at another batch,
+    augments the remaining images as the uninterrupted run did.
     """
 
     def __init__(self, table: pd.DataFrame, root: str | Path, transform, label_smoothing: float = 0.0,
-                 rebuilt_by: str | None = None):
+                 rebuilt_by: str | None = None, augment_seed: int | None = None):
         self.table = table.reset_index(drop=True)
         self.root = Path(root)
         self.transform = transform
         self.label_smoothing = label_smoothing
         self.rebuilt_by = rebuilt_by
+        self.augment_seed = augment_seed
 
     def __len__(self) -> int:
         return len(self.table)
@@ -135,8 +142,14 @@ class FrameDataset(Dataset):
         video_id, frame = str(row["video_id"]), str(row["frame"])
         s = self.label_smoothing
         label = min(max(float(row["label"]), s), 1.0 - s)
+        image = read_image(self.root / video_id / frame, FrameReadError, self.rebuilt_by)
+        if self.augment_seed is None:
+            image = self.transform(image)
+        else:
+            with seeded_cpu_generators(derive_seed(self.augment_seed, index)):
+                image = self.transform(image)
         return {
-            "image": self.transform(read_image(self.root / video_id / frame, FrameReadError, self.rebuilt_by)),
+            "image": image,
             "label": torch.tensor(label, dtype=torch.float32),
             "video_id": video_id,
             "frame": frame,
@@ -231,6 +244,6 @@ def read_video_table(csv_path: Path) -> pd.DataFrame:
 def frame_loader(data: SplitData, transform, batch_size: int, ctx: DistContext, seed: int, workers: int, *,
                  label_smoothing: float = 0.0, epoch: int = 0, skip_batches: int = 0, training: bool = False):
     dataset = FrameDataset(data.frames, data.root, transform, label_smoothing=label_smoothing,
-                           rebuilt_by=data.rebuilt_by)
+                           rebuilt_by=data.rebuilt_by, augment_seed=derive_seed(seed, epoch, 2) if training else None)
     return make_loader(dataset, batch_size, ctx, seed=seed, epoch=epoch, workers=workers, shuffle=training,
                        training=training, skip_batches=skip_batches)

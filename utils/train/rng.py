@@ -3,6 +3,8 @@ every generator (python, numpy, torch, CUDA; per process under torchrun) for exa
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -21,6 +23,22 @@ def derive_seed(*keys: int) -> int:
     """A well-mixed 63-bit seed from integer keys (e.g. run seed, epoch), the same on every process."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(2, np.uint64)[0] >> 1)
 
+
+
+@contextmanager
+def seeded_cpu_generators(seed: int) -> Iterator[None]:
+    """Inside the block, python's, numpy's and torch's CPU generators start from `seed`; afterwards they are
+    back where they were, as if the block had drawn nothing."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    with torch.random.fork_rng(devices=[]):
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
 
 
 def rng_state(device: torch.device | None = None) -> dict:
