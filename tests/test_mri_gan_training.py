@@ -433,6 +433,33 @@ def test_script_resumes_with_more_epochs_and_reports_bad_checkpoints_in_one_line
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "notes.chkpt" in bad.stderr
 
 
+@pytest.mark.slow  # runs train_MRI_GAN.py three times, a training
+def test_export_copies_the_best_generator_after_training_and_nothing_after_an_interruption(data, tmp_path):
+    """--export: nothing after SIGTERM; after the resumed run finishes, the run's best generator is at MRI_GAN.weights
+    (atomically: no partial file), and a second export says it replaced the first."""
+    logs, target = tmp_path / "logs", tmp_path / "weights" / "MRI_GAN_weights.chkpt"
+    flags = set_flags(settings(data, logs, "MRI_GAN.model_params.n_epochs=2", f"MRI_GAN.weights={target}"))
+    process = subprocess.Popen([sys.executable, str(PROJECT_ROOT / SCRIPT), "--train_from_scratch", "--export",
+                                *flags], cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_rows(logs, 1, process)
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-2000:]
+    assert "exported" not in stdout and not target.parent.exists()
+
+    (run_dir,) = run_folders(logs, RUN_FOLDER)
+    best = run_dir / "checkpoint_best_G.chkpt"
+    resumed = run_script(SCRIPT, "--train_resume", str(run_dir / "checkpoint.chkpt"), "--export")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"exported {best} -> {target}\n" in resumed.stdout and "replaced" not in resumed.stdout
+    assert target.read_bytes() == best.read_bytes()
+    assert sorted(path.name for path in target.parent.iterdir()) == [target.name]  # no partial file left
+
+    again = run_script(SCRIPT, "--train_resume", str(run_dir / "checkpoint.chkpt"), "--export")  # finished: no step
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"exported {best} -> {target}; replaced the previous file\n" in again.stdout
+
+
 @pytest.mark.slow  # runs train_MRI_GAN.py
 def test_script_without_data_set_fails_in_one_line_naming_the_key(tmp_path):
     result = run_script(SCRIPT, "--train_from_scratch", "--set", f"assets={tmp_path}", "--set",
@@ -480,13 +507,17 @@ TORCHRUN = ("MRI_GAN.model_params.batch_size=4", "MRI_GAN.model_params.n_epochs=
 
 @pytest.fixture(scope="module")
 def torchrun_run(data, tmp_path_factory) -> Path:
-    """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of 8 items at global batch 4."""
+    """torchrun --standalone --nproc_per_node 2 (gloo): one epoch of 8 items at global batch 4, then --export, which
+    only rank 0 does."""
     logs = tmp_path_factory.mktemp("torchrun_logs")
-    result = torchrun_two_processes(SCRIPT, "--train_from_scratch", *set_flags(settings(data, logs, *TORCHRUN)),
+    target = logs / "exported" / "MRI_GAN_weights.chkpt"
+    result = torchrun_two_processes(SCRIPT, "--train_from_scratch", "--export",
+                                    *set_flags(settings(data, logs, *TORCHRUN, f"MRI_GAN.weights={target}")),
                                     timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.count("MRI-GAN run folder") == 1
+    assert result.stdout.count("MRI-GAN run folder") == 1 and result.stdout.count("exported ") == 1
     (run_dir,) = run_folders(logs, RUN_FOLDER)
+    assert target.read_bytes() == (run_dir / "checkpoint_best_G.chkpt").read_bytes()
     return run_dir
 
 

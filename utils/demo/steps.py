@@ -7,7 +7,6 @@ and skipped when the demo is run again (the scripts also resume their own unfini
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from utils.config import PROJECT_ROOT
 from utils.demo.synthetic import dataset_config, make_celeb_df, make_dfdc_dataset, make_image_folder
 from utils.errors import ConfigError, StepFailed
 from utils.fileio import atomic_path, write_json
-from utils.names import BEST_G, CLASSIFIER_TASK, GENERATOR_FILE, METHOD_OF_DATASET, MRI_GAN_TASK, PERIODIC
+from utils.names import CLASSIFIER_TASK, METHOD_OF_DATASET, PERIODIC
 
 # Sizes of the generated data and of the models. "full" is `make demo`; "quick" is the CI end-to-end test.
 PROFILES = {
@@ -174,13 +173,8 @@ def train_or_resume(demo: Demo, name: str, root: Path, *args: str, log: str) -> 
 
 
 def train_mri_gan(demo: Demo) -> None:
-    root = demo.work / "logs" / "mri_gan"
-    train_or_resume(demo, "train_MRI_GAN.py", root, log="train_MRI_GAN")
-    best = newest(root, f"*/{MRI_GAN_TASK}/{BEST_G}")
-    target = demo.work / "assets" / "weights" / GENERATOR_FILE  # MRI_GAN.weights, read by the next steps
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(best, target)
-    print(f"copied {best} -> {target}")
+    """Train, then --export the best generator to MRI_GAN.weights (<work>/assets/weights/), read by the next steps."""
+    train_or_resume(demo, "train_MRI_GAN.py", demo.work / "logs" / "mri_gan", "--export", log="train_MRI_GAN")
 
 
 def train_classifier(dataset: str) -> Callable[[Demo], None]:

@@ -1,15 +1,18 @@
-"""A trained classifier checkpoint as the app reads it: checking that a file is one (ours or the original's), the
-images it was trained on, and `export`, which writes its weights and tuned thresholds where the app looks."""
+"""Trained weights written where the next steps and the app read them. A classifier checkpoint: checking that a
+file is one (ours or the original's), the images it was trained on, and `export`, which writes its weights and
+tuned thresholds where the app looks. The MRI-GAN: `export_generator`, which copies a run's best generator to
+MRI_GAN.weights."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path, PurePath
 
 from utils.checkpoint import read_checkpoint, save_checkpoint
 from utils.config import Config
 from utils.errors import CheckpointError
-from utils.fileio import sha256
+from utils.fileio import atomic_path, sha256
 from utils.infer.rule import Thresholds
-from utils.names import CLASSIFIER_FILES, CLASSIFIER_KEY, METHOD_OF_DATASET
+from utils.names import BEST_G, CLASSIFIER_FILES, CLASSIFIER_KEY, METHOD_OF_DATASET
 
 CRITERION = "BCEWithLogitsLoss"  # the original's test step insists on this string in the checkpoint
 
@@ -55,3 +58,18 @@ def export(checkpoint_path: str | Path, cfg: Config) -> dict:
     save_checkpoint(target, weights)
     return {"path": str(target), "source": str(source), "method": method, "replaced": replaced,
             "thresholds": weights.get("thresholds")}
+
+
+def export_generator(run_dir: str | Path, cfg: Config) -> dict:
+    """Copy an MRI-GAN run's best generator (<run>/checkpoint_best_G.chkpt: the epoch with the highest test SSIM)
+    to MRI_GAN.weights, where --gen_dfdc_mri and the app read it. Written atomically; an existing file is
+    replaced. Returns what was written."""
+    source = (Path(run_dir) / BEST_G).resolve()
+    target = cfg.asset("MRI_GAN.weights")
+    if not source.is_file():  # a run resumed into a new folder from a checkpoint whose best no epoch improved on
+        raise CheckpointError(f"{source} not found: no epoch of this run improved the test SSIM it started from; "
+                              f"copy the {BEST_G} of the run it continued to {target}")
+    replaced = target.is_file()
+    with atomic_path(target) as tmp:
+        shutil.copyfile(source, tmp)
+    return {"path": str(target), "source": str(source), "replaced": replaced}
