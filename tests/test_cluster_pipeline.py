@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -257,17 +256,6 @@ def test_the_wrapper_runs_from_any_folder_and_passes_the_exit_code_on(config, tm
 
 
 # --- a real SLURM ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def slurm_cluster() -> dict:
-    """Stands in for the session fixture of the same name that tests/conftest.py is to get (issue 23): the
-    environment of a running SLURM (SLURM_CONF set). Skips when none answers. Delete it when that one lands."""
-    if not os.environ.get("SLURM_CONF") or shutil.which("sinfo") is None:
-        pytest.skip("no SLURM: `bash cluster/local_slurm.sh start`, then export the SLURM_CONF it prints")
-    if subprocess.run(["sinfo"], capture_output=True, timeout=30).returncode != 0:
-        pytest.skip(f"sinfo fails with SLURM_CONF={os.environ['SLURM_CONF']}: is the local SLURM running?")
-    return dict(os.environ)
 
 
 def job_records(job_id: str, env: dict) -> list[dict]:

@@ -210,13 +210,19 @@ def test_slurm_array_shards_and_workers_give_the_same_files_as_one_run(tmp_path)
     single = write_config(data, tmp_path / "single")
     preprocess(single, *steps)
     sharded = write_config(data, tmp_path / "sharded")
-    for task in range(2):  # the SLURM array script, run by hand for each task of a 2-task array
-        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2",
-               "PYTHON": sys.executable}
-        result = subprocess.run(["bash", "cluster/preprocess.sbatch", *steps, "--config", str(sharded)],
-                                cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr
-        assert f"shard {task + 1}/2" in result.stdout
+
+    def array_task(task: int, *args: str) -> subprocess.CompletedProcess:  # the SLURM array script, run by hand
+        env = {**os.environ, "SLURM_ARRAY_TASK_ID": str(task), "SLURM_ARRAY_TASK_COUNT": "2", "PYTHON": sys.executable}
+        return subprocess.run(["bash", "cluster/preprocess.sbatch", *args, "--config", str(sharded)],
+                              cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    refused = array_task(0, *steps)  # one step per array: a shard may need every shard of the step before
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1 and "one step per array" in refused.stderr
+    for step in steps:  # each step a 2-task array, after the array of the step before
+        for task in range(2):
+            result = array_task(task, step)
+            assert result.returncode == 0, result.stderr
+            assert f"shard {task + 1}/2" in result.stdout
     pooled = write_config(data, tmp_path / "pooled")
     subprocess.run([sys.executable, str(PROJECT_ROOT / "data_preprocess.py"), "--config", str(pooled), *steps,
                     "--workers", "2"], check=True, capture_output=True, timeout=600)

@@ -90,12 +90,12 @@ def same_weights(a: Path, b: Path, key: str) -> float:
 
 
 def test_a_preprocessing_task_requeued_mid_run_ends_with_the_files_of_one_uninterrupted_run(slurm_cluster, tmp_path):
-    """A 2-task array of cluster/preprocess.sbatch (landmarks and crops); task 0 is requeued by scontrol while it
-    works: it stops between items, SLURM starts it again, and it skips what it had finished. The union of both
-    tasks' files equals one plain run's, byte for byte."""
+    """A 2-task array of cluster/preprocess.sbatch (landmarks); task 0 is requeued by scontrol while it works: it
+    stops between items, SLURM starts it again, and it skips what it had finished. The union of both tasks' files
+    equals one plain run's, byte for byte."""
     env = job_env(slurm_cluster)
     data = make_data(tmp_path / "data", videos_per_split=4, n_frames=30, extras=False)
-    steps = ["--extract_landmarks", "--crop_faces"]
+    steps = ["--extract_landmarks"]
     reference = write_config(data, tmp_path / "reference")
     # with the threads of a 1-CPU task, as the array's tasks have: detector coordinates depend on the thread count
     subprocess.run([sys.executable, "data_preprocess.py", "--config", str(reference), *steps, "--workers", "1"],
