@@ -1,4 +1,4 @@
-"""cluster/submit_pipeline.sh (utils/cluster_pipeline.py): the stages as sbatch lines with their dependencies and
+"""cluster/submit_pipeline.sh (utils/cluster/pipeline.py): the stages as sbatch lines with their dependencies and
 resources (--dry-run, run as shell), bad input in one line, the submission with its record and its failures, and
 the whole pipeline on a real SLURM on generated data."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from utils.cli import run
-from utils.cluster_pipeline import main
+from utils.cluster.pipeline import main
 from utils.config import PROJECT_ROOT
 from utils.demo.steps import Demo, write_config
 from utils.names import BEST_G

@@ -23,6 +23,7 @@ ALLOWED = {
     "preprocess": {"core", "media", "infer", "models"},
     "train": {"core", "media", "infer", "evaluation", "models"},
     "demo": {"core", "media", "infer", "evaluation", "preprocess", "train", "models"},
+    "cluster": {"core"},
     "models": set(),
 }
 # What the app's path must never load: training, preprocessing and demo code, and the heavy evaluation libraries.

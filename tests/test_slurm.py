@@ -20,7 +20,7 @@ from tests.test_mri_gan_training import settings as mri_gan_settings
 from tests.test_preprocess import make_data, tree_hashes, write_config
 from utils.config import PROJECT_ROOT
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.timeout(900)]  # jobs wait in a real queue
 
 
 # --- submitting and watching jobs -----------------------------------------------------------------------------
