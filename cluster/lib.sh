@@ -51,9 +51,13 @@ run_step() {
     done
     code=0
     wait "$child" || code=$?  # the step's own exit code (bash keeps it after the step has been reaped)
-    if [ "$stop_signal" = TERM ] && stopped_cleanly "$code"; then
-        requeue_self "stopped by SIGTERM at a safe point"
-        exit 143
+    if [ "$stop_signal" = TERM ]; then
+        if stopped_cleanly "$code"; then
+            requeue_self "stopped by SIGTERM at a safe point"
+            exit 143
+        fi
+        # e.g. the signal came while the trainers were still starting, before they handle it: nothing was saved
+        echo "SIGTERM: the step ended with exit code $code, not at a safe point; not requeued: submit it again"
     fi
     exit "$code"
 }

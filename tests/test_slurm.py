@@ -188,11 +188,12 @@ def test_scancel_signal_term_full_stops_torchrun_at_one_step_and_the_job_requeue
 
 def test_a_time_limit_checkpoints_and_the_job_requeues_itself_until_it_finishes(
         slurm_cluster, mri_gan_data, tmp_path):
-    """--time=2 with --signal=B:TERM@60: SLURM warns the batch shell before the limit, the trainers save at one
-    step, and the job requeues itself (same id, same run folder) as often as it takes to finish."""
+    """--time=2 with --signal=B:TERM@60: SLURM warns the batch shell a minute before the limit, the trainers save
+    at one step, and the job requeues itself (same id, same run folder) as often as it takes to finish. (With a
+    warning of half the limit or more, this SLURM sends it at once, while the trainers start.)"""
     env = job_env(slurm_cluster)
     logs = tmp_path / "logs"
-    flags = mri_gan_flags(mri_gan_data, logs, 24)  # about 80 s of training: longer than the minute before the warning
+    flags = mri_gan_flags(mri_gan_data, logs, 24)  # about 80 s of training here: more than the minute to the warning
     job = train_job(env, tmp_path, "logs", "train_MRI_GAN.py", flags, "--time=2", "--signal=B:TERM@60")
     info = wait_until_done(env, job, timeout=900)
     output = slurm_output(tmp_path / "logs_slurm")
