@@ -71,7 +71,9 @@ def _env_int(env: Mapping[str, str], name: str, default: str | None = None) -> i
 def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
     """One process, or one of several started by a launcher (WORLD_SIZE > 1; torchrun, or srun/mpirun exporting
     RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT): init_process_group with nccl on CUDA, gloo on CPU, each process
-    on the GPU of its local rank (gpu_of_local_rank). The group is destroyed on exit."""
+    on the GPU of its local rank (gpu_of_local_rank). The group is destroyed on exit, after a barrier when the block
+    ended normally, so that no process tears its connections down while another still uses them (a rank that left
+    first was once seen to abort at exit, "terminate called without an active exception", failing a finished job)."""
     world_size = launched_world_size()
     device = choose_device(device_name)
     if world_size <= 1:
@@ -84,6 +86,7 @@ def distributed_context(device_name: str = "auto") -> Iterator[DistContext]:
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield DistContext(rank, world_size, local_rank, device)
+        dist.barrier()  # only after a normal end: after an error another process may never come
     finally:
         dist.destroy_process_group()
 
