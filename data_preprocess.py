@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from utils.cli import config_from_args, make_parser, run
+from utils.cli import add_rendering_flags, config_from_args, make_parser, run
 from utils.fileio import write_json
 from utils.preprocess.common import DATASETS, Options, chosen_datasets
 from utils.preprocess.jobs import check_failures, parse_shard
@@ -30,9 +30,9 @@ def build_parser():
                              "task); steps that run a model on CUDA use at most runtime.workers_per_gpu per GPU")
     parser.add_argument("--shard", default="1/1", metavar="K/N",
                         help="process only shard K of N (e.g. one SLURM array task); default 1/1")
-    parser.add_argument("--original_mri_rendering", action="store_true",
-                        help="with --gen_dfdc_mri: render MRIs as the original did (tanh output clamped at 0), for "
-                             "its released MRI classifier, which was trained on such images")
+    add_rendering_flags(parser, "with --gen_dfdc_mri: original when the app's MRI classifier "
+                                "(<assets>/weights/deepfake_MRI_weights.chkpt) is the original authors' (said in one "
+                                "line), else default")
     return parser
 
 
@@ -52,7 +52,7 @@ def main():
     log_to_file(run_dir)
     options = Options(workers=cfg["runtime.workers"] if args.workers is None else args.workers,
                       shard=shard, report_dir=run_dir, device=str(device),
-                      original_mri_rendering=args.original_mri_rendering,
+                      mri_rendering=args.mri_rendering,
                       precision=choose_precision(cfg["runtime.precision"], device),
                       workers_per_gpu=cfg["runtime.workers_per_gpu"],
                       gpu_count=torch.cuda.device_count() if device.type == "cuda" else 0)

@@ -5,7 +5,7 @@ Method plain_frames classifies the face crops; method MRI classifies their MRI-G
 import sys
 from pathlib import Path
 
-from utils.cli import config_from_args, make_parser
+from utils.cli import add_rendering_flags, config_from_args, make_parser
 from utils.errors import ConfigError, NoFaceError
 from utils.fileio import write_json
 from utils.infer.startup import Startup, run_app  # first: it times the app's imports, which leave torch out
@@ -37,9 +37,8 @@ def build_parser():
     parser.add_argument("--mri_gan_pairs", metavar="CSV", nargs="+",
                         help="with --labels: the MRI-GAN's training CSVs, to count test videos it was trained on "
                              "(default: the config's MRI-GAN train split CSVs, when they exist)")
-    parser.add_argument("--original_mri_rendering", action="store_true",
-                        help="render MRIs as the original did (tanh output clamped at 0): for its released "
-                             "MRI classifier, which was trained on such images")
+    add_rendering_flags(parser, "with --method MRI the rendering recorded with the classifier, else original for "
+                                "the original authors' classifier (said in one line), else default")
     return parser
 
 
@@ -129,7 +128,7 @@ def load_detector(args, cfg, face_detector=None):
     device = face_detector.device if face_detector else choose_device(cfg["runtime.device"])
     return Detector.from_weights(cfg, args.method, device, Path(args.weights_dir) if args.weights_dir else None,
                                  args.fake_threshold, args.fake_fraction, need_generator=bool(args.save_mri),
-                                 original_mri_rendering=args.original_mri_rendering, face_detector=face_detector)
+                                 mri_rendering=args.mri_rendering, face_detector=face_detector)
 
 
 def mri_folder(args) -> Path | None:

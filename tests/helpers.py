@@ -54,6 +54,24 @@ def make_face_video(path: str | Path, face: str = "astronaut", width: int = 320,
     return write_video(path, frames, fps)
 
 
+def original_classifier_checkpoint(path: str | Path, state_dict: dict) -> Path:
+    """A classifier checkpoint in the original's layout, holding `state_dict`: the entries the original's
+    save_checkpoint wrote (deep_fake_detect/checkpoint.py), its training's model_params, its log folder as a pathlib
+    path, and no MRI record."""
+    import pathlib
+
+    import torch
+
+    params = {"model_name": "DeepFakeDetectModel", "label_smoothing": 0.1, "train_transform": "simple",
+              "batch_format": "simple", "epochs": 20, "learning_rate": 0.001, "batch_size": 192, "fp16": True,
+              "opt_level": "O0", "dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns", "imsize": 224}
+    torch.save({"epoch": 17, "model_class_name": "DeepFakeDetectModel", "model_params": params,
+                "criterion": "BCEWithLogitsLoss", "log_dir": pathlib.PosixPath("/logs/20210101/deep_fake"),
+                "model_state_dict": state_dict, "optimizer_state_dict": {"state": {}, "param_groups": []},
+                "amp": None}, path)
+    return Path(path)
+
+
 def make_broken_files(folder: str | Path, good_video: str | Path) -> dict[str, Path]:
     """Files that must be rejected cleanly: empty, truncated (half of `good_video`), text named .mp4."""
     folder = Path(folder)

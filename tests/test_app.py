@@ -3,6 +3,7 @@ import csv
 import io
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 import torch
 from conftest import VIDEO_H, VIDEO_W
 
+from tests.helpers import original_classifier_checkpoint
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import background, write_video
 from utils.infer.detect import Detector, FaceStream
@@ -192,6 +194,36 @@ def test_save_mri_writes_each_mri_and_a_montage(mri_detector, face_video, tmp_pa
     montage = cv2.imread(str(tmp_path / "mri" / "montage.png"))
     assert montage.shape == (256, 128 * result.n_faces, 3)
     assert cv2.imread(str(tmp_path / "mri" / "0_0.png")).shape == (256, 256, 3)
+
+
+@pytest.mark.slow  # runs detect_deepfake_app.py twice
+def test_the_original_authors_mri_classifier_gets_the_original_rendering_unless_told_otherwise(weights, face_video,
+                                                                                               tmp_path):
+    """Without a flag, the app renders MRIs the original way for a classifier in the original's layout and says so
+    in one line; --mri_rendering default renders them ours, and the app warns that the classifier was trained on
+    MRIs rendered the other way."""
+    shutil.copytree(weights, tmp_path / "weights")
+    classifier = tmp_path / "weights" / "deepfake_MRI_weights.chkpt"
+    original_classifier_checkpoint(classifier, torch.load(classifier, weights_only=True)["model_state_dict"])
+    runs = {}
+    for rendering, flags in (("original", []), ("default", ["--mri_rendering", "default"])):
+        result = app("--input_videofile", face_video, "--method", "MRI", "--weights_dir", tmp_path / "weights",
+                     "--precision", "fp32", "--save_mri", tmp_path / rendering,
+                     "--output_json", tmp_path / f"{rendering}.json", *flags)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((tmp_path / f"{rendering}.json").read_text())
+        assert report["models"]["generator"]["rendering"] == rendering
+        runs[rendering] = result.stderr.splitlines()
+    said = [line for line in runs["original"] if "original authors' MRI classifier" in line]
+    assert len(said) == 1 and said[0].startswith(f"{classifier.resolve()} is the original authors' MRI classifier")
+    assert not [line for line in runs["default"] if "original authors'" in line]
+    assert len([line for line in runs["default"] if "trained on MRIs rendered the original way, but the app's MRIs "
+                                                      "are rendered the default way" in line]) == 1
+    for name in ("0_0.png", "10_0.png", "20_0.png"):
+        ours = cv2.imread(str(tmp_path / "default" / name)).astype(int)
+        theirs = cv2.imread(str(tmp_path / "original" / name)).astype(int)
+        # ours = round((x + 1) / 2 * 255), theirs = x * 255 clamped at 0: theirs = 2 * ours - 255 clamped, within 2
+        assert np.abs(theirs - np.clip(2 * ours - 255, 0, 255)).max() <= 2 and not np.array_equal(ours, theirs)
 
 
 @pytest.mark.slow  # runs detect_deepfake_app.py

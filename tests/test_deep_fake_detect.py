@@ -35,7 +35,7 @@ from utils.demo.synthetic import PEOPLE, face_photo, swapped_photo
 from utils.errors import Interrupted, exit_code
 from utils.evaluation.metrics import grid_search
 from utils.fileio import write_json, write_png
-from utils.infer.provenance import SHA_KEY, sidecar
+from utils.infer.provenance import RENDERING_KEY, SHA_KEY, sidecar
 from utils.media.mri import compute_mri
 from utils.train.classifier_training import train
 from utils.train.distributed import DistContext
@@ -321,10 +321,10 @@ def test_saved_model_is_tested_into_a_new_folder_with_the_same_results(data, tmp
     assert ours["video"]["accuracy"] == reference["video"]["accuracy"]
 
 
-def test_saved_mri_model_tested_on_another_generators_mris_warns_in_one_line(data, tmp_path):
+def test_saved_mri_model_tested_on_another_generators_and_renderings_mris_warns_in_one_line_each(data, tmp_path):
     from models.classifier import DeepFakeClassifier
 
-    params = {"dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns", SHA_KEY: "c" * 64}
+    params = {"dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns", SHA_KEY: "c" * 64, RENDERING_KEY: "original"}
     torch.save({"model_state_dict": DeepFakeClassifier().state_dict(), "model_params": params,
                 "thresholds": {"fake_threshold": 0.5, "fake_fraction": 0.1}}, tmp_path / "mri.chkpt")
     csvs = {key: data / "assets" / name for key, name in MRI_CSVS.items()}
@@ -338,6 +338,9 @@ def test_saved_mri_model_tested_on_another_generators_mris_warns_in_one_line(dat
     assert result.returncode == 0, result.stderr[-2000:]
     warnings = [line for line in result.stderr.splitlines() if "trained on MRIs of generator" in line]
     assert len(warnings) == 1 and "c" * 12 in warnings[0] and "d" * 12 in warnings[0]
+    warnings = [line for line in result.stderr.splitlines() if "trained on MRIs rendered the" in line]
+    assert len(warnings) == 1
+    assert "rendered the original way, but the test MRIs are rendered the default way" in warnings[0]
 
 
 def test_export_writes_the_apps_weights_file_which_the_app_loads(data, tmp_path, plain_run):

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from tests.helpers import file_size_limit, without_root_override
+from tests.helpers import file_size_limit, original_classifier_checkpoint, without_root_override
 from utils.config import PROJECT_ROOT, load_config
 from utils.demo.synthetic import (
     background,
@@ -28,7 +28,7 @@ from utils.demo.synthetic import (
 )
 from utils.errors import IntermediateError
 from utils.fileio import png_complete, read_csv_intermediate, read_rgb, sha256
-from utils.infer.provenance import csv_generator_sha256
+from utils.infer.provenance import csv_source
 
 STEPS = ["--extract_landmarks", "--crop_faces", "--gen_mri_dataset", "--gen_deepfake_metadata"]
 # every test runs data_preprocess.py, or reads the outputs of the run shared by the module (pipeline)
@@ -507,6 +507,21 @@ def test_gen_dfdc_mri_renders_as_the_original_on_request(dfdc_mris, tmp_path):
     mixed = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", *elsewhere, check=False)
     errors = mixed.stderr.splitlines()
     assert mixed.returncode == 2 and len(errors) == 1 and "rendered the original way" in errors[0]
+    # the original authors' MRI classifier where the app reads it: rendered the original way without the flag, said
+    # in one line (its finished MRIs are skipped), unless --mri_rendering says otherwise
+    classifier = cfg.path("assets") / "weights" / "deepfake_MRI_weights.chkpt"
+    original_classifier_checkpoint(classifier, {})
+    try:
+        chosen = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", *elsewhere)
+        told = preprocess(dfdc_mris["config"], "--gen_dfdc_mri", "--mri_rendering", "default", *elsewhere,
+                          check=False)
+    finally:
+        classifier.unlink()  # the module's data set stays as it was
+    said = [line for line in chosen.stderr.splitlines() if "original authors'" in line]
+    assert len(said) == 1
+    assert f"{classifier} is the original authors' MRI classifier: rendering MRIs the original way" in said[0]
+    errors = told.stderr.splitlines()
+    assert told.returncode == 2 and len(errors) == 1 and "rendered the original way" in errors[0]
 
 
 def test_gen_dfdc_mri_refuses_another_generator_before_writing_any_split(dfdc_mris, tmp_path):
@@ -534,4 +549,4 @@ def test_gen_deepfake_metadata_names_the_generator_of_the_mri_csvs(dfdc_mris):
     cfg = dfdc_mris["cfg"]
     for split in ("train", "valid", "test"):
         csv = cfg.asset(f"features.dfdc.{split}_mriframe_label")
-        assert csv_generator_sha256(csv) == sha256(cfg.asset("MRI_GAN.weights"))
+        assert csv_source(csv).sha256 == sha256(cfg.asset("MRI_GAN.weights"))

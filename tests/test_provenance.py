@@ -1,13 +1,17 @@
 """utils/infer/provenance.py: folders of MRIs record their generator and refuse another one; the record travels to
-the frame-label CSV, the MRI classifier's checkpoint, its export, and the warning of the app and the test."""
+the frame-label CSV, the MRI classifier's checkpoint, its export, and the warnings of the app and the test; the
+rendering an MRI classifier gets (its record, the original authors' layout, the flag)."""
 from __future__ import annotations
 
 import logging
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers import original_classifier_checkpoint
+from utils.checkpoint import read_checkpoint
 from utils.config import load_config
 from utils.errors import ConfigError
 from utils.fileio import sha256
@@ -16,15 +20,19 @@ from utils.infer.export import export
 from utils.infer.provenance import (
     RECORD_FILE,
     RENDERING_FILE,
+    RENDERING_KEY,
     SHA_KEY,
     UNKNOWN,
     check_folder,
+    classifier_rendering,
     copy_record,
-    csv_generator_sha256,
+    csv_source,
     generator_source,
     mismatch_warning,
+    preprocess_rendering,
     record_folder,
     recorded_source,
+    rendering_warning,
 )
 from utils.train.classifier_training import model_params
 
@@ -48,26 +56,26 @@ def generator_file(path, tau=None, value=0.0):
 
 def test_a_new_folder_records_the_generator_sha256_tau_and_rendering(tmp_path):
     weights = generator_file(tmp_path / "g.chkpt", tau=0.3)
-    claim_folder(tmp_path / "mris", generator_source(weights, original_rendering=True), KEY)
+    claim_folder(tmp_path / "mris", generator_source(weights, "original"), KEY)
     recorded = recorded_source(tmp_path / "mris")
     assert (recorded.sha256, recorded.tau, recorded.rendering) == (sha256(weights), 0.3, "original")
     assert (tmp_path / "mris" / RENDERING_FILE).read_text().strip() == "original"
 
 
 def test_a_generator_without_its_run_config_records_tau_unknown(tmp_path):
-    assert generator_source(generator_file(tmp_path / "g.chkpt"), False).tau == UNKNOWN
+    assert generator_source(generator_file(tmp_path / "g.chkpt"), "default").tau == UNKNOWN
 
 
 def test_the_same_generator_is_accepted_again(tmp_path):
-    source = generator_source(generator_file(tmp_path / "g.chkpt", tau=0.3), False)
+    source = generator_source(generator_file(tmp_path / "g.chkpt", tau=0.3), "default")
     claim_folder(tmp_path / "mris", source, KEY)
     claim_folder(tmp_path / "mris", source, KEY)
     assert recorded_source(tmp_path / "mris") == source
 
 
 def test_another_generator_is_refused_naming_the_folder_both_generators_and_the_key(tmp_path):
-    old = generator_source(generator_file(tmp_path / "old.chkpt", tau=0.3), False)
-    new = generator_source(generator_file(tmp_path / "new.chkpt", tau=0.5, value=1.0), False)
+    old = generator_source(generator_file(tmp_path / "old.chkpt", tau=0.3), "default")
+    new = generator_source(generator_file(tmp_path / "new.chkpt", tau=0.5, value=1.0), "default")
     claim_folder(tmp_path / "mris", old, KEY)
     with pytest.raises(ConfigError) as refused:
         claim_folder(tmp_path / "mris", new, KEY)
@@ -79,19 +87,19 @@ def test_another_generator_is_refused_naming_the_folder_both_generators_and_the_
 
 def test_another_rendering_is_refused(tmp_path):
     weights = generator_file(tmp_path / "g.chkpt")
-    claim_folder(tmp_path / "mris", generator_source(weights, False), KEY)
+    claim_folder(tmp_path / "mris", generator_source(weights, "default"), KEY)
     with pytest.raises(ConfigError, match="rendered the default way"):
-        claim_folder(tmp_path / "mris", generator_source(weights, True), KEY)
+        claim_folder(tmp_path / "mris", generator_source(weights, "original"), KEY)
 
 
 def test_a_folder_with_only_the_old_rendering_marker_keeps_its_generator_unknown(tmp_path):
     folder = tmp_path / "mris"
     folder.mkdir()
     (folder / RENDERING_FILE).write_text("default\n")
-    claim_folder(folder, generator_source(generator_file(tmp_path / "g.chkpt"), False), KEY)
+    claim_folder(folder, generator_source(generator_file(tmp_path / "g.chkpt"), "default"), KEY)
     assert recorded_source(folder).sha256 == UNKNOWN and not (folder / RECORD_FILE).exists()
     with pytest.raises(ConfigError, match="rendered the default way"):
-        claim_folder(folder, generator_source(tmp_path / "g.chkpt", True), KEY)
+        claim_folder(folder, generator_source(tmp_path / "g.chkpt", "original"), KEY)
 
 
 def test_a_corrupt_record_is_one_line_naming_it(tmp_path):
@@ -100,33 +108,49 @@ def test_a_corrupt_record_is_one_line_naming_it(tmp_path):
         recorded_source(tmp_path)
 
 
-def test_the_frame_label_csv_carries_the_folders_generator(tmp_path):
-    source = generator_source(generator_file(tmp_path / "g.chkpt"), False)
+def test_the_frame_label_csv_carries_the_folders_generator_and_rendering(tmp_path):
+    source = generator_source(generator_file(tmp_path / "g.chkpt"), "original")
     claim_folder(tmp_path / "mris", source, KEY)
     csv = tmp_path / "train_mriframe_labels.csv"
     copy_record(tmp_path / "mris", csv)
-    assert csv_generator_sha256(csv) == source.sha256
+    assert csv_source(csv) == source
     copy_record(tmp_path / "no_record", csv)  # a folder without a record leaves no stale one behind
-    assert csv_generator_sha256(csv) == UNKNOWN
+    assert (csv_source(csv).sha256, csv_source(csv).rendering) == (UNKNOWN, UNKNOWN)
 
 
 class Model:
     encoder_name, input_size = "tf_efficientnet_b0_ns", 224
 
 
-def test_the_mri_classifier_records_the_generator_of_its_training_mris(tmp_path):
+@pytest.mark.parametrize("rendering", ["default", "original"])
+def test_the_mri_classifier_records_the_generator_and_rendering_of_its_training_mris(tmp_path, rendering):
     cfg = load_config(None, [f"assets={tmp_path}", "deep_fake.training.model_params.dataset=mri"])
-    claim_folder(tmp_path / "mris", generator_source(generator_file(tmp_path / "g.chkpt"), False), KEY)
+    claim_folder(tmp_path / "mris", generator_source(generator_file(tmp_path / "g.chkpt"), rendering), KEY)
     copy_record(tmp_path / "mris", cfg.asset("features.dfdc.train_mriframe_label"))
-    assert model_params(cfg, Model())[SHA_KEY] == sha256(tmp_path / "g.chkpt")
+    params = model_params(cfg, Model())
+    assert (params[SHA_KEY], params[RENDERING_KEY]) == (sha256(tmp_path / "g.chkpt"), rendering)
 
 
-def test_export_keeps_the_generator_record(tmp_path):
+def test_an_mri_classifier_trained_without_a_record_says_unknown(tmp_path):
+    cfg = load_config(None, [f"assets={tmp_path}", "deep_fake.training.model_params.dataset=mri"])
+    params = model_params(cfg, Model())
+    assert (params[SHA_KEY], params[RENDERING_KEY]) == (UNKNOWN, UNKNOWN)
+
+
+def test_export_keeps_the_record_and_the_model_class_name(tmp_path):
     cfg = load_config(None, [f"assets={tmp_path}"])
-    params = {"dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns", SHA_KEY: "ab" * 32}
-    torch.save({"model_state_dict": {}, "model_params": params}, tmp_path / "c.chkpt")
+    params = {"dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns", SHA_KEY: "ab" * 32, RENDERING_KEY: "original"}
+    torch.save({"model_state_dict": {}, "model_params": params, "model_class_name": "DeepFakeClassifier"},
+               tmp_path / "c.chkpt")
     written = torch.load(export(tmp_path / "c.chkpt", cfg)["path"], weights_only=True)
-    assert written["model_params"][SHA_KEY] == "ab" * 32
+    assert (written["model_params"][SHA_KEY], written["model_params"][RENDERING_KEY]) == ("ab" * 32, "original")
+    assert written["model_class_name"] == "DeepFakeClassifier"
+
+
+def test_the_export_of_the_original_authors_classifier_is_still_theirs(tmp_path):
+    cfg = load_config(None, [f"assets={tmp_path}"])
+    written = read_checkpoint(export(original_classifier_checkpoint(tmp_path / "c.chkpt", {}), cfg)["path"])
+    assert classifier_rendering(written, None, tmp_path / "exported.chkpt") == "original"
 
 
 def test_mismatch_warning_is_none_for_the_same_generator_and_names_both_otherwise():
@@ -155,3 +179,95 @@ def test_the_app_warns_once_when_its_mri_classifier_was_trained_on_another_gener
         Detector.from_weights(load_config(), "MRI", torch.device("cpu"), weights, face_detector=object())
     messages = [record.getMessage() for record in caplog.records if record.name == "utils.infer.provenance"]
     assert len(messages) == (0 if warned is None else 1) and all(warned in message for message in messages)
+
+
+def provenance_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "utils.infer.provenance"]
+
+
+def ours(rendering=None) -> dict:
+    """Our MRI classifier's checkpoint entries, with a rendering record unless None (trained before the record)."""
+    params = {"dataset": "mri", "encoder_name": "tf_efficientnet_b0_ns"}
+    if rendering is not None:
+        params[RENDERING_KEY] = rendering
+    return {"model_state_dict": {}, "model_params": params, "model_class_name": "DeepFakeClassifier"}
+
+
+@pytest.fixture
+def originals(tmp_path):
+    """The original authors' MRI classifier, as its file reads."""
+    return read_checkpoint(original_classifier_checkpoint(tmp_path / "deepfake_MRI_weights.chkpt", {}))
+
+
+@pytest.mark.parametrize("recorded, flag, chosen", [("default", None, "default"), ("original", None, "original"),
+                                                    (None, None, "default"), ("default", "original", "original"),
+                                                    ("original", "default", "default")])
+def test_our_classifier_gets_the_flag_else_its_recorded_rendering_else_ours_silently(caplog, recorded, flag, chosen):
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        assert classifier_rendering(ours(recorded), flag, Path("deepfake_MRI_weights.chkpt")) == chosen
+    assert provenance_lines(caplog) == []
+
+
+def test_the_original_authors_classifier_gets_the_original_rendering_said_in_one_line(caplog, originals, tmp_path):
+    path = tmp_path / "deepfake_MRI_weights.chkpt"
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        assert classifier_rendering(originals, None, path) == "original"
+    (line,) = provenance_lines(caplog)
+    assert line.startswith(f"{path} is the original authors' MRI classifier: rendering MRIs the original way")
+    assert "--mri_rendering default" in line and "\n" not in line
+
+
+@pytest.mark.parametrize("flag", ["default", "original"])
+def test_a_flag_overrides_the_original_authors_layout_silently(caplog, originals, flag):
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        assert classifier_rendering(originals, flag, Path("deepfake_MRI_weights.chkpt")) == flag
+    assert provenance_lines(caplog) == []
+
+
+def test_gen_dfdc_mri_renders_the_original_way_only_for_the_original_authors_classifier(tmp_path, caplog):
+    path = tmp_path / "deepfake_MRI_weights.chkpt"
+    assert preprocess_rendering(None, path) == "default"  # no MRI classifier
+    torch.save(ours("original"), path)
+    assert preprocess_rendering(None, path) == "default"  # our records do not count: the MRIs may train a new one
+    assert provenance_lines(caplog) == []
+    original_classifier_checkpoint(path, {})
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        assert preprocess_rendering("default", path) == "default"
+        assert provenance_lines(caplog) == []
+        assert preprocess_rendering(None, path) == "original"
+    (line,) = provenance_lines(caplog)
+    assert line.startswith(f"{path} is the original authors' MRI classifier")
+
+
+@pytest.mark.parametrize("checkpoint, rendering, warned", [
+    (ours("original"), "default", "trained on MRIs rendered the original way, but the test MRIs are rendered the "
+                                  "default way"),
+    (ours("default"), "original", "trained on MRIs rendered the default way, but the test MRIs are rendered the "
+                                  "original way"),
+    (ours("default"), "default", None), (ours("original"), "original", None),
+    (ours(None), "original", None), (ours("original"), UNKNOWN, None),
+    ({"model_class_name": "DeepFakeDetectModel"}, "default", "trained on MRIs rendered the original way"),
+    ({"model_class_name": "DeepFakeDetectModel"}, "original", None)])
+def test_rendering_warning_names_both_renderings_when_they_differ(checkpoint, rendering, warned):
+    warning = rendering_warning(checkpoint, rendering, "the test MRIs")
+    assert warning is None if warned is None else warned in warning
+
+
+def test_the_app_renders_mris_the_original_way_for_the_original_authors_classifier(app_weights, tmp_path, caplog):
+    weights = tmp_path / "weights"
+    shutil.copytree(app_weights, weights)
+    classifier = weights / "deepfake_MRI_weights.chkpt"
+    original_classifier_checkpoint(classifier, torch.load(classifier, weights_only=True)["model_state_dict"])
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        detector = Detector.from_weights(load_config(), "MRI", torch.device("cpu"), weights, face_detector=object())
+    assert detector.mri_rendering == detector.models["generator"]["rendering"] == "original"
+    lines = provenance_lines(caplog)
+    assert len([line for line in lines if "is the original authors' MRI classifier" in line]) == 1
+    assert not any("rendered the" in line for line in lines)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="utils.infer.provenance"):
+        detector = Detector.from_weights(load_config(), "MRI", torch.device("cpu"), weights, face_detector=object(),
+                                         mri_rendering="default")
+    assert detector.mri_rendering == "default"
+    (mismatch,) = [line for line in provenance_lines(caplog) if "rendered the" in line]
+    assert "trained on MRIs rendered the original way, but the app's MRIs are rendered the default way" in mismatch

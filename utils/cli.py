@@ -25,6 +25,7 @@ from utils.errors import (
     VideoError,
     exit_code,
 )
+from utils.names import RENDERINGS
 
 
 def make_parser(description: str, epilog: str | None = None, device: bool = True) -> argparse.ArgumentParser:
@@ -42,6 +43,19 @@ def make_parser(description: str, epilog: str | None = None, device: bool = True
                             help="how models compute (default: runtime.precision in the config, 'auto': bf16 "
                                  "on a CPU with native bf16, mixed precision on CUDA, else fp32)")
     return parser
+
+
+def add_rendering_flags(parser: argparse.ArgumentParser, unless_given: str) -> None:
+    """--mri_rendering default|original and the older --original_mri_rendering, which means --mri_rendering
+    original; args.mri_rendering is None when neither is given, and `unless_given` says what is chosen then
+    (docs/pipeline.md#mri-rendering)."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--mri_rendering", choices=RENDERINGS, default=None,
+                       help="how MRIs become images: default (ours, de-normalised) or original (tanh output times 255, "
+                            "clamped at 0, as the original saved them; its released MRI classifier was trained on "
+                            f"such images); unless given, {unless_given}")
+    group.add_argument("--original_mri_rendering", dest="mri_rendering", action="store_const", const="original",
+                       help="the same as --mri_rendering original")
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -13,6 +13,11 @@ METHOD_OF_DATASET = {dataset: method for method, dataset in DATASET_OF_METHOD.it
 CLASSIFIER_FILES = {"plain_frames": "deepfake_plain_frames_weights.chkpt", "MRI": "deepfake_MRI_weights.chkpt"}
 GENERATOR_FILE = "MRI_GAN_weights.chkpt"
 
+# How a predicted MRI becomes an image: ours (de-normalised from [-1, 1]) or as the original saved them (tanh output
+# times 255, clamped at 0), which the original's released MRI classifier was trained on
+# (docs/differences.md#mri-prediction-eval-mode).
+RENDERINGS = ("default", "original")
+
 # Run folders: logs/<stamp>/<task>/
 MRI_GAN_TASK, CLASSIFIER_TASK = "MRI_GAN", "deep_fake"
 
@@ -24,3 +29,6 @@ HIGHEST_ACC, LOWEST_LOSS = "highest_acc.chkpt", "lowest_loss.chkpt"  # classifie
 # Keys inside checkpoints (the original's names, so its files load strictly).
 GENERATOR_KEY, DISCRIMINATOR_KEY = "generator_state_dict", "discriminator_state_dict"
 CLASSIFIER_KEY = "model_state_dict"
+# The class name the original's training stored in each classifier checkpoint (`model_class_name`); ours is
+# DeepFakeClassifier, and our exports keep it (docs/pipeline.md#mri-rendering).
+ORIGINAL_CLASSIFIER_CLASS = "DeepFakeDetectModel"

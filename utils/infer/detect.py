@@ -22,7 +22,7 @@ from utils.checkpoint import read_checkpoint
 from utils.config import Config
 from utils.errors import CheckpointError, VideoError
 from utils.fileio import sha256, write_png
-from utils.infer.provenance import warn_on_other_generator
+from utils.infer.provenance import DEFAULT, ORIGINAL, classifier_rendering, warn_on_other_mris
 from utils.infer.rule import Thresholds, video_rule
 from utils.media.faces import FaceDetector, crop_face, crop_name
 from utils.media.video import ReadAhead, SampledFrames
@@ -77,12 +77,13 @@ class Detector:
     a VideoResult. The models run at `precision`, resolved for `device` (utils.runtime.choose_precision).
 
     `models` is what the JSON records about the weights (path and SHA-256 of each file); `step` and `margin` are
-    the frame sampling and the crop margin (faces.frame_step and faces.crop_margin).
+    the frame sampling and the crop margin (faces.frame_step and faces.crop_margin); `mri_rendering` how MRIs
+    become images (utils.names.RENDERINGS).
     """
 
     def __init__(self, method: str, face_detector: FaceDetector, classifier: DeepFakeClassifier,
                  generator: Generator | None, device: torch.device, precision: Precision, thresholds: dict,
-                 models: dict, step: int, margin: float, original_mri_rendering: bool = False):
+                 models: dict, step: int, margin: float, mri_rendering: str = DEFAULT):
         from utils.infer.transforms import eval_transform  # it imports timm: not before the models load
 
         check_method(method)
@@ -90,29 +91,35 @@ class Detector:
             raise ValueError("method MRI classifies MRIs: it needs the MRI-GAN generator")
         self.method, self.face_detector, self.classifier, self.generator = method, face_detector, classifier, generator
         self.device, self.precision, self.thresholds, self.models = device, precision, thresholds, models
-        self.step, self.margin, self.original_mri_rendering = step, margin, original_mri_rendering
+        self.step, self.margin, self.mri_rendering = step, margin, mri_rendering
         self.transform = eval_transform(classifier.input_size)
 
     @classmethod
     def from_weights(cls, cfg: Config, method: str, device: torch.device, weights_dir: Path | None = None,
                      fake_threshold: float | None = None, fake_fraction: float | None = None,
-                     need_generator: bool = False, original_mri_rendering: bool = False,
+                     need_generator: bool = False, mri_rendering: str | None = None,
                      face_detector: FaceDetector | None = None) -> Detector:
         """The Detector of `method` with the exported weights: the classifier's from `weights_dir` (default
         <assets>/weights), and the generator's when the method or `need_generator` asks for it. Each file is read
-        once and hashed for the JSON. The face detector is built from the config unless given."""
+        once and hashed for the JSON. The face detector is built from the config unless given. MRIs are rendered
+        `mri_rendering` (--mri_rendering) when given; else, for method MRI, as its classifier needs
+        (utils.infer.provenance.classifier_rendering); else ours."""
         # Model code (timm, the U-Net) is imported here, so a bad input fails before paying for those imports.
         from utils.infer.classifier_weights import classifier_from_checkpoint
+        from utils.infer.export import app_classifier_file
         from utils.infer.generator import load_generator
 
         check_method(method)
         precision = choose_precision(cfg["runtime.precision"], device)
-        classifier_path = ((weights_dir or cfg.path("assets") / "weights") / CLASSIFIER_FILES[method]).resolve()
+        classifier_path = (weights_dir / CLASSIFIER_FILES[method] if weights_dir else
+                           app_classifier_file(cfg, method)).resolve()
         generator_path = (weights_dir / GENERATOR_FILE if weights_dir else cfg.asset("MRI_GAN.weights")).resolve()
         check_weights(classifier_path, "train and export them with deep_fake_detect.py --train_from_scratch "
                       f"--export (dataset {DATASET_OF_METHOD[method]})")
         checkpoint = read_checkpoint(classifier_path)
         classifier = classifier_from_checkpoint(checkpoint, classifier_path, cfg["cnn_encoder.default"])
+        rendering = (classifier_rendering(checkpoint, mri_rendering, classifier_path) if method == "MRI" else
+                     mri_rendering or DEFAULT)
         # channels-last memory layout: about a third faster for EfficientNet on CPU (measured), same weights
         classifier.to(device, memory_format=torch.channels_last).eval()
         precision.cast_for_inference(classifier)
@@ -126,13 +133,15 @@ class Detector:
             # they are read, so that the process keeps no mapping of a file that may be overwritten meanwhile.
             generator = load_generator(generator_path, device, mmap=precision.name != "fp32")
             generator = precision.cast_for_inference(generator)
-            models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path)}
+            models["generator"] = {"path": str(generator_path), "sha256": sha256(generator_path),
+                                   "rendering": rendering}
             if method == "MRI":
-                warn_on_other_generator(checkpoint, models["generator"]["sha256"])
+                warn_on_other_mris(checkpoint, models["generator"]["sha256"], rendering, "the generator loaded",
+                                   "the app's MRIs")
         thresholds = cls._thresholds(cfg, checkpoint, fake_threshold, fake_fraction)
         face_detector = face_detector or FaceDetector.from_config(cfg, device)
         return cls(method, face_detector, classifier, generator, device, precision, thresholds, models,
-                   cfg["faces.frame_step"], cfg["faces.crop_margin"], original_mri_rendering)
+                   cfg["faces.frame_step"], cfg["faces.crop_margin"], rendering)
 
     @staticmethod
     def _thresholds(cfg: Config, checkpoint, fake_threshold, fake_fraction) -> dict:
@@ -175,8 +184,8 @@ class Detector:
                 from utils.infer.generator import predict_mris
 
                 with stage(timings, "mri_s"):
-                    mris = predict_mris(self.generator, crops, self.device, FACE_BATCH, self.original_mri_rendering,
-                                        self.precision)
+                    mris = predict_mris(self.generator, crops, self.device, FACE_BATCH,
+                                        self.mri_rendering == ORIGINAL, self.precision)
             with stage(timings, "classify_s"):
                 probs.append(self._scores(mris if self.method == "MRI" else crops))
             result.faces.extend(records)

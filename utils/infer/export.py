@@ -36,11 +36,17 @@ def checkpoint_dataset(checkpoint: dict, path: str | Path, cfg: Config) -> str:
     return dataset
 
 
+def app_classifier_file(cfg: Config, method: str) -> Path:
+    """Where the app reads the classifier of `method` unless given --weights_dir, and where `export` writes it:
+    <assets>/weights/ under the app's name (deepfake_plain_frames_weights.chkpt or deepfake_MRI_weights.chkpt)."""
+    return cfg.path("assets") / "weights" / CLASSIFIER_FILES[method]
+
+
 def export(checkpoint_path: str | Path, cfg: Config) -> dict:
-    """Write a classifier checkpoint's weights where the app reads them: <assets>/weights/ under the app's name
-    for its dataset (plain -> deepfake_plain_frames_weights.chkpt, mri -> deepfake_MRI_weights.chkpt), with
-    model_params, the validation-tuned thresholds and the criterion; no optimizer or training state. Written
-    atomically; an existing file is replaced. Returns what was written."""
+    """Write a classifier checkpoint's weights where the app reads them (app_classifier_file of its dataset's
+    method), with model_params, the validation-tuned thresholds, the criterion and the model's class name (which
+    tells the original's checkpoints from ours, docs/pipeline.md#mri-rendering); no optimizer or training state.
+    Written atomically; an existing file is replaced. Returns what was written."""
     checkpoint = read_classifier_checkpoint(checkpoint_path)
     kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
     source = Path(checkpoint_path).resolve()
@@ -48,12 +54,14 @@ def export(checkpoint_path: str | Path, cfg: Config) -> dict:
               for key, value in (checkpoint.get("model_params") or {}).items()}
     weights = {CLASSIFIER_KEY: checkpoint[CLASSIFIER_KEY], "model_params": params, "criterion": CRITERION,
                "source_checkpoint": str(source), "source_sha256": sha256(source)}
+    if "model_class_name" in checkpoint:
+        weights["model_class_name"] = checkpoint["model_class_name"]
     thresholds = Thresholds.stored_in(checkpoint)
     if thresholds is not None:
         weights["thresholds"] = thresholds.as_dict()
         weights["thresholds_source"] = checkpoint.get("thresholds_source", "validation grid search")
     method = METHOD_OF_DATASET[kind]
-    target = cfg.path("assets") / "weights" / CLASSIFIER_FILES[method]
+    target = app_classifier_file(cfg, method)
     replaced = target.is_file()
     save_checkpoint(target, weights)
     return {"path": str(target), "source": str(source), "method": method, "replaced": replaced,

@@ -1,9 +1,10 @@
-"""Which generator made a set of MRIs (docs/pipeline.md#mri-provenance).
+"""Which generator made a set of MRIs, and how they were rendered (docs/pipeline.md#mri-provenance).
 
 A new generator (another tau, a retrained MRI-GAN) must not silently reuse the old one's MRIs: each split folder of
 --gen_dfdc_mri records its generator's sha256, tau and rendering; --gen_deepfake_metadata copies that record next
-to the MRI frame-label CSV; the MRI classifier's checkpoint keeps the sha256 (model_params.mri_generator_sha256);
-its test and the app compare it with the generator they load."""
+to the MRI frame-label CSV; the MRI classifier's checkpoint keeps the sha256 and the rendering
+(model_params.mri_generator_sha256, model_params.mri_rendering); its test and the app compare them with the MRIs
+they score. The rendering an MRI classifier gets is chosen here too (docs/pipeline.md#mri-rendering)."""
 from __future__ import annotations
 
 import json
@@ -14,12 +15,15 @@ from pathlib import Path
 from utils.checkpoint import read_checkpoint
 from utils.errors import ConfigError
 from utils.fileio import sha256, write_json, write_text
+from utils.names import ORIGINAL_CLASSIFIER_CLASS, RENDERINGS
 
 log = logging.getLogger(__name__)
 RECORD_FILE = "mri_generator.json"  # per split folder of MRIs: {"sha256", "tau", "rendering"}
 RENDERING_FILE = "mri_rendering.txt"  # the older marker ("default" or "original"), still written and read
 UNKNOWN = "unknown"
 SHA_KEY = "mri_generator_sha256"  # in the MRI classifier's model_params
+RENDERING_KEY = "mri_rendering"  # in the MRI classifier's model_params: the rendering of its training MRIs
+DEFAULT, ORIGINAL = RENDERINGS
 
 
 @dataclass(frozen=True)
@@ -37,13 +41,13 @@ def short(digest: str) -> str:
     return digest if digest == UNKNOWN else digest[:12]
 
 
-def generator_source(weights: Path, original_rendering: bool) -> MriSource:
-    """The record of the generator in `weights`: its sha256 and the tau of the run that trained it (our MRI-GAN
-    checkpoints keep the run's config; the original's do not)."""
+def generator_source(weights: Path, rendering: str) -> MriSource:
+    """The record of the generator in `weights` rendered `rendering`: its sha256 and the tau of the run that trained
+    it (our MRI-GAN checkpoints keep the run's config; the original's do not)."""
     checkpoint = read_checkpoint(weights, mmap=True)
     config = checkpoint.get("config") if isinstance(checkpoint, dict) else None
     tau = ((config or {}).get("MRI_GAN") or {}).get("model_params", {}).get("tau", UNKNOWN)
-    return MriSource(sha256(weights), tau, "original" if original_rendering else "default")
+    return MriSource(sha256(weights), tau, rendering)
 
 
 def read_record(path: Path, fix: str) -> MriSource | None:
@@ -107,10 +111,10 @@ def copy_record(folder: Path, csv: Path) -> None:
         write_json(target, asdict(recorded))
 
 
-def csv_generator_sha256(csv: Path) -> str:
-    """The sha256 of the generator behind a frame-label CSV's MRIs, UNKNOWN without a record."""
+def csv_source(csv: Path) -> MriSource:
+    """The generator and rendering behind a frame-label CSV's MRIs, every field UNKNOWN without a record."""
     recorded = read_record(sidecar(csv), "rerun --gen_deepfake_metadata")
-    return recorded.sha256 if recorded is not None else UNKNOWN
+    return recorded if recorded is not None else MriSource(UNKNOWN, UNKNOWN, UNKNOWN)
 
 
 def mismatch_warning(checkpoint: dict, generator_sha256: str, generator: str = "the generator loaded") -> str | None:
@@ -126,8 +130,74 @@ def mismatch_warning(checkpoint: dict, generator_sha256: str, generator: str = "
     return None
 
 
-def warn_on_other_generator(checkpoint: dict, generator_sha256: str, generator: str = "the generator loaded") -> None:
-    """Log mismatch_warning's line (a warning, not an error: the scores are still computed)."""
-    warning = mismatch_warning(checkpoint, generator_sha256, generator)
-    if warning:
-        log.warning(warning)
+def is_original_classifier(checkpoint: dict) -> bool:
+    """Whether a classifier checkpoint is in the original's layout: the original's save_checkpoint stored the model's
+    class name, DeepFakeDetectModel, in every checkpoint; ours store DeepFakeClassifier, which --export keeps."""
+    return checkpoint.get("model_class_name") == ORIGINAL_CLASSIFIER_CLASS
+
+
+def recorded_rendering(checkpoint: dict) -> str:
+    """The rendering of the MRIs an MRI classifier was trained on, as its checkpoint records it (else UNKNOWN)."""
+    return (checkpoint.get("model_params") or {}).get(RENDERING_KEY, UNKNOWN)
+
+
+def trained_rendering(checkpoint: dict) -> str:
+    """The rendering of an MRI classifier's training MRIs: its record; for the original authors' classifier, the
+    original way; else UNKNOWN."""
+    recorded = recorded_rendering(checkpoint)
+    if recorded == UNKNOWN and is_original_classifier(checkpoint):
+        return ORIGINAL
+    return recorded
+
+
+def classifier_rendering(checkpoint: dict, flag: str | None, path: Path) -> str:
+    """How to render MRIs for the MRI classifier in `path`: `flag` (--mri_rendering or --original_mri_rendering) when
+    given; else the rendering its checkpoint records; else the original way for the original authors' classifier,
+    saying so in one line; else ours (default)."""
+    if flag is not None:
+        return flag
+    recorded = recorded_rendering(checkpoint)
+    if recorded in RENDERINGS:
+        return recorded
+    return layout_rendering(checkpoint, path)
+
+
+def preprocess_rendering(flag: str | None, classifier: Path) -> str:
+    """How --gen_dfdc_mri renders its MRIs: `flag` when given; else the original way if `classifier` (the app's MRI
+    classifier file) exists and is the original authors', saying so in one line; else ours. The records of our
+    classifiers do not count: the MRIs may be meant to train a new one."""
+    if flag is not None:
+        return flag
+    if not classifier.is_file():
+        return DEFAULT
+    checkpoint = read_checkpoint(classifier, mmap=True)
+    return layout_rendering(checkpoint if isinstance(checkpoint, dict) else {}, classifier)
+
+
+def layout_rendering(checkpoint: dict, path: Path) -> str:
+    """The original way (said in one line) for a checkpoint in the original's layout, else ours."""
+    if not is_original_classifier(checkpoint):
+        return DEFAULT
+    log.warning(f"{path} is the original authors' MRI classifier: rendering MRIs the original way, on which it was "
+                f"trained (--original_mri_rendering); pass --mri_rendering default to render them our way")
+    return ORIGINAL
+
+
+def rendering_warning(checkpoint: dict, rendering: str, mris: str = "the MRIs") -> str | None:
+    """One line when an MRI classifier was trained on MRIs rendered another way than `mris` are (`rendering`), else
+    None; nothing is said when either is unknown."""
+    trained = trained_rendering(checkpoint)
+    if UNKNOWN in (trained, rendering) or trained == rendering:
+        return None
+    return (f"the MRI classifier was trained on MRIs rendered the {trained} way, but {mris} are rendered the "
+            f"{rendering} way: its scores may not mean what they did in validation")
+
+
+def warn_on_other_mris(checkpoint: dict, generator_sha256: str, rendering: str, generator: str, mris: str) -> None:
+    """Log mismatch_warning's and rendering_warning's lines for MRIs of that generator and rendering (warnings, not
+    errors: the scores are still computed). `generator` and `mris` name where the generator and the MRIs come
+    from."""
+    for warning in (mismatch_warning(checkpoint, generator_sha256, generator),
+                    rendering_warning(checkpoint, rendering, mris)):
+        if warning:
+            log.warning(warning)

@@ -33,14 +33,14 @@ ITEM_ERRORS = (ItemError, OSError, ValueError)  # problems of one item; VideoErr
 @dataclass(frozen=True)
 class Options:
     """How a step runs: processes, shard, where its problem CSV goes, the device and precision for models (on CUDA:
-    the visible GPUs and at most `workers_per_gpu` model-running workers on each), and (for --gen_dfdc_mri)
-    whether MRIs are rendered as the original saved them."""
+    the visible GPUs and at most `workers_per_gpu` model-running workers on each), and (for --gen_dfdc_mri) the
+    MRI rendering asked for on the command line (None: chosen by utils.infer.provenance.preprocess_rendering)."""
 
     workers: int = 1
     shard: tuple[int, int] = (1, 1)
     report_dir: Path | None = None
     device: str = "cpu"
-    original_mri_rendering: bool = False
+    mri_rendering: str | None = None
     precision: Precision | None = None  # None: fp32
     workers_per_gpu: int = 2
     gpu_count: int = 0

@@ -7,7 +7,8 @@ from pathlib import Path
 from utils.config import Config
 from utils.errors import ConfigError
 from utils.fileio import folder_complete, read_rgb
-from utils.infer.provenance import check_folder, generator_source, record_folder
+from utils.infer.export import app_classifier_file
+from utils.infer.provenance import ORIGINAL, check_folder, generator_source, preprocess_rendering, record_folder
 from utils.names import BEST_G
 from utils.preprocess import jobs
 from utils.preprocess.common import SPLITS, Options, write_folder
@@ -41,14 +42,15 @@ def dfdc_mri_job(item) -> jobs.Outcome:
 
 
 def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
-    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split; with
-    options.original_mri_rendering, the MRIs are rendered as the original saved them
-    (docs/differences.md#mri-prediction-eval-mode)."""
+    """Run the trained generator (MRI_GAN.weights) over the DFDC crop folders of every split, rendering the MRIs as
+    options.mri_rendering says, else the original way if the app's MRI classifier is the original authors', else
+    ours (docs/pipeline.md#mri-rendering)."""
     weights = cfg.asset("MRI_GAN.weights")
     if not weights.is_file():
         raise ConfigError(f"config key 'MRI_GAN.weights': {weights} not found; train the MRI-GAN and copy its "
                           f"{BEST_G} there (docs/pipeline.md#install-the-generator)")
-    source = generator_source(weights, options.original_mri_rendering)
+    rendering = preprocess_rendering(options.mri_rendering, app_classifier_file(cfg, "MRI"))
+    source = generator_source(weights, rendering)
     splits = []
     for split in SPLITS:
         crops = cfg.path(f"features.dfdc.crop_faces.{split}")
@@ -64,7 +66,7 @@ def gen_dfdc_mri(cfg: Config, options: Options) -> list[jobs.Summary]:
     for split, crops, out in splits:
         record_folder(out, source)
         folders = sorted(p for p in crops.iterdir() if p.is_dir() and not p.name.startswith("."))
-        items = [(str(folder), str(out / folder.name), 8, options.original_mri_rendering) for folder in folders]
+        items = [(str(folder), str(out / folder.name), 8, rendering == ORIGINAL) for folder in folders]
         summaries.append(jobs.run_items(f"mri {split}", jobs.select_shard(items, options.shard), dfdc_mri_job,
                                         key=lambda it: it[0], workers=options.model_workers(), init=init_generator,
                                         init_args=(str(weights), options.device, options.precision),

@@ -16,7 +16,7 @@ from utils.evaluation.metrics import frame_metrics
 from utils.fileio import sha256
 from utils.infer.classifier_weights import classifier_from_checkpoint
 from utils.infer.export import checkpoint_dataset, read_classifier_checkpoint
-from utils.infer.provenance import csv_generator_sha256, warn_on_other_generator
+from utils.infer.provenance import csv_source, warn_on_other_mris
 from utils.infer.rule import Thresholds
 from utils.names import CLASSIFIER_TASK
 from utils.runtime import fresh_folder, new_run_dir
@@ -92,8 +92,9 @@ def test(cfg: Config, ctx: DistContext, checkpoint_path: str | Path, out_dir: Pa
     checkpoint = from_rank0(lambda: read_classifier_checkpoint(checkpoint_path), ctx)
     kind = checkpoint_dataset(checkpoint, checkpoint_path, cfg)
     if kind == "mri" and ctx.is_main:
-        test_mris = csv_generator_sha256(frame_label_csvs(cfg, "test", "mri")[1])
-        warn_on_other_generator(checkpoint, test_mris, "the test MRIs' generator")
+        test_mris = csv_source(frame_label_csvs(cfg, "test", "mri")[1])
+        warn_on_other_mris(checkpoint, test_mris.sha256, test_mris.rendering, "the test MRIs' generator",
+                           "the test MRIs")
     test_data = on_every_rank(lambda: read_split(cfg, "test", kind), ctx)
     model = classifier_from_checkpoint(checkpoint, checkpoint_path, cfg["cnn_encoder.default"]).to(ctx.device)
     batch_key = "deep_fake.training.model_params.batch_size"

@@ -21,7 +21,7 @@ from utils.evaluation.classifier_report import tune_thresholds, video_report
 from utils.fileio import write_csv
 from utils.infer.classifier_weights import build_classifier
 from utils.infer.export import CRITERION
-from utils.infer.provenance import SHA_KEY, csv_generator_sha256
+from utils.infer.provenance import RENDERING_KEY, SHA_KEY, csv_source
 from utils.infer.rule import Thresholds
 from utils.names import CLASSIFIER_KEY, CLASSIFIER_TASK, HIGHEST_ACC, LOWEST_LOSS, PERIODIC
 from utils.plotting import plot_curves
@@ -53,11 +53,12 @@ EPOCH_COLUMNS = ["epoch", "step", "train_loss", "train_fake_loss", "train_real_l
 def model_params(cfg: Config, model: DeepFakeClassifier) -> dict:
     """What the checkpoint records about the model: the config's model_params plus encoder_name and imsize,
     as the original did (the test step and the app rebuild the network from these); for MRIs, which generator made
-    the training MRIs (docs/pipeline.md#mri-provenance)."""
+    the training MRIs and how they were rendered (docs/pipeline.md#mri-provenance)."""
     params = {**cfg.to_dict()["deep_fake"]["training"]["model_params"], "encoder_name": model.encoder_name,
               "imsize": model.input_size}
     if params["dataset"] == "mri":
-        params[SHA_KEY] = csv_generator_sha256(frame_label_csvs(cfg, "train", "mri")[1])
+        source = csv_source(frame_label_csvs(cfg, "train", "mri")[1])
+        params[SHA_KEY], params[RENDERING_KEY] = source.sha256, source.rendering
     return params
 
 
