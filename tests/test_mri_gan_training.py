@@ -6,6 +6,7 @@ import csv
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -487,7 +488,8 @@ def test_sigterm_to_torchrun_with_loader_workers_saves_at_the_stop_step_and_the_
     assert "DataLoader worker" not in stderr, stderr[-3000:]
     (run_dir,) = run_folders(logs, RUN_FOLDER)
     step = torch.load(run_dir / "checkpoint.chkpt", weights_only=True)["global_step"]
-    assert {f"rank {rank}: stopped by SIGTERM at step {step}" for rank in (0, 1)} <= set(stdout.splitlines())
+    assert sorted(re.findall(r"rank (\d): stopped by SIGTERM at step (\d+)", stdout)) == [("0", str(step)),
+                                                                                       ("1", str(step))], stdout
     # Each rank ends as an interrupted run does: its one line, exit 143. torchrun itself reports the signal it got
     # and exits 1 (cluster/train.sbatch turns that into the job's 143).
     assert stderr.count(f"{SCRIPT}: stopped by SIGTERM at step {step} ") == 2, stderr[-3000:]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -237,7 +238,10 @@ class Trainer:
         self.write_summary(f"stopped by {signal_name(signum)}")
         path = self.last_checkpoint[0] if self.last_checkpoint else self.periodic_name
         if self.ctx.distributed:
-            print(f"rank {self.ctx.rank}: stopped by {signal_name(signum)} at step {position.step}", flush=True)
+            # one write of the whole line: print() writes the text and its newline apart, which unbuffered output
+            # (PYTHONUNBUFFERED) turns into two writes that the other ranks' lines can come between
+            sys.stdout.write(f"rank {self.ctx.rank}: stopped by {signal_name(signum)} at step {position.step}\n")
+            sys.stdout.flush()
         return Interrupted(signum, f"stopped by {signal_name(signum)} at step {position.step} (epoch "
                                    f"{position.epoch + 1}, batch {position.batch}); checkpoint saved: continue with "
                                    f"--train_resume {path}")
