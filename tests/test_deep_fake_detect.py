@@ -90,13 +90,17 @@ def write_split(folder: Path, split: str, seed: int) -> None:
             folder / "assets" / f"{csv_name}_videos.csv", index=False)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("classifier_data")
+def make_classifier_data(folder: Path) -> Path:
+    """Every split of write_split under `folder`, and its assets/ folder; returns `folder`."""
     (folder / "assets").mkdir()
     for seed, split in enumerate(FRAMES):
         write_split(folder, split, seed)
     return folder
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return make_classifier_data(tmp_path_factory.mktemp("classifier_data"))
 
 
 def settings(data: Path, logs: Path, *extra: str) -> list[str]:

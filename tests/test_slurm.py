@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tests.helpers import run_folders, set_flags
-from tests.test_deep_fake_detect import FRAMES, write_split
+from tests.test_deep_fake_detect import make_classifier_data
 from tests.test_deep_fake_detect import settings as classifier_settings
 from tests.test_mri_gan_training import make_mri_gan_dataset
 from tests.test_mri_gan_training import settings as mri_gan_settings
@@ -205,11 +205,7 @@ def test_a_time_limit_checkpoints_and_the_job_requeues_itself_until_it_finishes(
 
 @pytest.fixture(scope="module")
 def classifier_data(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("classifier_data")
-    (folder / "assets").mkdir()
-    for seed, split in enumerate(FRAMES):
-        write_split(folder, split, seed)
-    return folder
+    return make_classifier_data(tmp_path_factory.mktemp("classifier_data"))
 
 
 def classifier_flags(data: Path, logs: Path) -> list[str]:
